@@ -1,0 +1,3 @@
+from pseudolabel.cli import main
+
+main()

@@ -1,0 +1,161 @@
+"""`pseudolabel label` (teacher -> pseudo-label table) and `pseudolabel student` (Noisy Student).
+
+Thin over `pseudolabel.pseudolabels` and `pseudolabel.students`; TensorFlow is imported inside
+the commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pseudolabel.cli.common import data_config, data_options, fail_cleanly, parse_overrides
+
+TTA_CHOICES = click.Choice(["none", "flip", "ten_crop"])
+
+
+@click.command()
+@click.option("--model", "model_path", required=True, type=click.Path(exists=True, path_type=Path),
+              help="The teacher: a run directory (its model.keras is used) or a .keras model file.")
+@data_options
+@click.option("--pool", "pools", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Unlabeled pool folder (scanned recursively); repeat for several. Default: the "
+                   "experiment's [[pools]].")
+@click.option("--glob", default=None, help="Only take pool files whose path ends matching this, e.g. 'bed_*.jpg'.")
+@click.option("--tta", type=TTA_CHOICES, default=None,
+              help="Test-time augmentation for the teacher's predictions (averaged views). "
+                   "Default: the experiment's [pseudo] tta, else none.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per prediction batch. Default: the experiment's [pseudo] batch_size (64).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The pseudo-label table to write (CSV). Beside it: OUT.skipped.csv (unreadable "
+                   "images), OUT.summary.json, OUT.pools.csv/.json (what each pool kept and excluded).")
+@fail_cleanly
+def label(model_path, experiment, root, labels, split, classes, allow_split_change, pools, glob, tta,
+          batch_size, out):
+    """Pseudo-label unlabeled pools with a teacher model (no noise: inference mode, no augmentation).
+
+    Every pool is scanned, and every labeled image (train, val AND test) and its near-duplicates
+    are dropped first, so no test image reaches training through a pool. Each readable image gets
+    one row: image, pool, sha256 of the file, the teacher's probabilities, confidence and predicted
+    class. Unreadable images are skipped and listed, never fatal. The table is written atomically.
+    """
+    import keras
+
+    from pseudolabel.data import filter_pool, load_task, scan_pool, write_pool_report
+    from pseudolabel.pseudolabels import label_pools
+
+    data_cfg = data_config(experiment, root, labels, split, classes, allow_split_change)
+    pseudo_cfg = _pseudo_config(experiment)
+    pool_cfgs = _pool_configs(experiment, pools, glob)
+    task = load_task(data_cfg)
+    model_file = _model_file(model_path)
+    model = keras.models.load_model(model_file, compile=False)
+    class_names = [str(c) for c in task.class_map.names]
+    _check_model_classes(model, model_file, class_names)
+
+    labeled = list(task.labeled.paths)
+    filtered = [filter_pool(scan_pool(p["path"], glob=p.get("glob"), name=p["name"]), labeled) for p in pool_cfgs]
+    write_pool_report(filtered, out.parent, name=f"{out.stem}.pools")
+    label_pools(model, filtered, image_size=int(model.input_shape[1]),
+                batch_size=batch_size or int(pseudo_cfg["batch_size"]), tta=tta or pseudo_cfg["tta"],
+                class_names=class_names, out_path=out)
+
+
+@click.command()
+@click.option("--recipe", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Student recipe TOML (students/*.toml): [model], [train], [noise].")
+@click.option("--pseudo", "table", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Pseudo-label table from `pseudolabel label`.")
+@data_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory. Rerunning with the same one resumes an interrupted training "
+                   "(or just reports a finished one).")
+@click.option("--mode", type=click.Choice(["soft", "hard"]), default=None,
+              help="soft: the teacher's probabilities (at --temperature); hard: argmax one-hot with "
+                   "label smoothing. Default: the experiment's [pseudo] mode, else soft.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Drop pool images whose top probability is below this (default 0.3).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Soft-label temperature: p**(1/T) renormalised (default 1).")
+@click.option("--per-class", type=click.IntRange(min=0), default=None,
+              help="Balancing: pseudo-labels per predicted class (0: the largest class count).")
+@click.option("--balance/--no-balance", default=None,
+              help="Balance the predicted classes, duplicating images of short ones (default on).")
+@click.option("--ratio", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pseudo-labeled batch size as a multiple of the labeled one (recipe train.unlabeled_ratio).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set train.epochs=3 --set noise.randaugment_magnitude=9 "
+                   "(values are TOML: numbers, true/false, \"strings\"). Repeatable.")
+@fail_cleanly
+def student(recipe, table, experiment, root, labels, split, classes, allow_split_change, out, mode, threshold,
+            temperature, per_class, balance, ratio, overrides):
+    """Train a Noisy Student on the labeled train split plus a pseudo-label table.
+
+    The student starts from its recipe's ImageNet weights (not from the teacher), sees RandAugment
+    noise on labeled and pseudo-labeled images alike, dropout and stochastic depth, and is
+    evaluated on the fixed test split (metrics.json, test_predictions.csv in OUT).
+    """
+    from pseudolabel.config import load_recipe
+    from pseudolabel.data import load_task
+    from pseudolabel.students import train_student
+
+    data_cfg = data_config(experiment, root, labels, split, classes, allow_split_change)
+    recipe_overrides = parse_overrides(overrides)
+    if ratio is not None:
+        recipe_overrides.setdefault("train", {})["unlabeled_ratio"] = ratio
+    pseudo_cfg = _pseudo_config(experiment)
+    flags = {"mode": mode, "threshold": threshold, "temperature": temperature, "per_class": per_class,
+             "balance": balance}
+    pseudo_cfg.update({k: v for k, v in flags.items() if v is not None})
+    task = load_task(data_cfg)
+    train_student(load_recipe(recipe, "student", overrides=recipe_overrides or None), task, table, out,
+                  pseudo_cfg=pseudo_cfg)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _pseudo_config(experiment) -> dict:
+    from pseudolabel.config import PSEUDO_DEFAULTS, load_experiment
+
+    return dict(load_experiment(experiment)["pseudo"]) if experiment else dict(PSEUDO_DEFAULTS)
+
+
+def _pool_configs(experiment, pools, glob) -> list[dict]:
+    from pseudolabel.config import load_experiment
+
+    if pools:
+        return [{"name": Path(p).name, "path": str(Path(p).resolve()), "glob": glob} for p in pools]
+    configured = load_experiment(experiment)["pools"] if experiment else []
+    if not configured:
+        raise click.UsageError("give --pool DIR (or an --experiment with [[pools]])")
+    return [{**p, "glob": glob or p.get("glob")} for p in configured]
+
+
+def _model_file(path: Path) -> Path:
+    if path.is_dir():
+        path = path / "model.keras"
+        if not path.exists():
+            raise click.ClickException(f"{path.parent}: no model.keras in this run directory (not finished?)")
+    return path
+
+
+def _check_model_classes(model, model_file: Path, class_names: list[str]) -> None:
+    """The teacher must predict the task's classes (count, and names when its run recorded them)."""
+    import json
+
+    outputs = int(model.output_shape[-1])
+    if outputs != len(class_names):
+        raise click.ClickException(f"{model_file}: the model predicts {outputs} classes, the task has "
+                                   f"{len(class_names)} ({', '.join(class_names)})")
+    metrics = model_file.parent / "metrics.json"
+    if metrics.exists():
+        recorded = json.loads(metrics.read_text()).get("class_names")
+        if recorded and list(recorded) != class_names:
+            raise click.ClickException(f"{model_file}: the model was trained on classes {recorded}, "
+                                       f"the task's are {class_names}")
+
+
+commands = [label, student]

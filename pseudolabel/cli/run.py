@@ -1,0 +1,62 @@
+"""`pseudolabel run`, `pseudolabel demo`, `pseudolabel predict`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pseudolabel.cli.common import fail_cleanly
+
+
+@click.command()
+@click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
+@click.option("--pool", "pools", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Add an unlabeled pool folder (recursive) to the experiment's pools. Repeatable.")
+@click.option("--glob", default=None, help="Only take files matching this glob from the --pool folders.")
+@click.option("--root", "--data", "root", type=click.Path(exists=True, file_okay=False),
+              help="Override the experiment's data root (where the labels CSV and pools are).")
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Override the experiment's output directory.")
+@fail_cleanly
+def run(experiment, pools, glob, root, output):
+    """Run an EXPERIMENT file: teacher -> pseudo-labels -> student -> ... -> report.
+
+    Every round is evaluated on the fixed test split. Rerunning the same command resumes: a
+    finished model or pseudo-label table is not redone, an interrupted training continues from
+    its backup. The report (compare.md / compare.html / roc.png) lands in OUTPUT/report.
+    """
+    from pseudolabel.config import load_experiment
+    from pseudolabel.rounds import run_experiment
+
+    overrides = {}
+    if root:
+        overrides["data"] = {"root": str(Path(root).resolve())}
+    if output:
+        overrides["output"] = str(Path(output).resolve())
+    # Overrides apply before paths are resolved, so labels and pools follow a new data root.
+    exp = load_experiment(experiment, overrides=overrides or None)
+    extra = tuple({"name": Path(p).name, "path": str(Path(p).resolve()), "glob": glob} for p in pools)
+    run_experiment(exp, extra_pools=extra)
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False), default="pseudolabel-demo", show_default=True,
+              help="Directory for the demo's data, recipes, experiment and runs.")
+@click.option("--labeled", default=120, show_default=True, help="Number of labeled synthetic images.")
+@click.option("--unlabeled", default=240, show_default=True, help="Number of unlabeled synthetic images.")
+@click.option("--epochs", default=8, show_default=True, help="Student epochs (the teacher gets twice as many).")
+@click.option("--seed", default=0, show_default=True, help="Seed for the data, split and training.")
+@fail_cleanly
+def demo(out, labeled, unlabeled, epochs, seed):
+    """Run the whole method on synthetic images in a few minutes on a CPU.
+
+    Writes a tiny two-class image set, its split, a teacher and a student recipe (a tiny CNN at
+    32 px) and an experiment file into OUT, then runs it like `pseudolabel run OUT/experiment.toml`.
+    """
+    from pseudolabel.demo import run_demo
+
+    run_demo(out, n_labeled=labeled, n_unlabeled=unlabeled, epochs=epochs, seed=seed)
+
+
+commands = [run, demo]

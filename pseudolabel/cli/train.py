@@ -1,0 +1,70 @@
+"""`pseudolabel teach` (supervised teacher) and `pseudolabel probe` (linear-probe baseline)."""
+
+from __future__ import annotations
+
+import click
+
+from pseudolabel.cli.common import data_config, data_options, fail_cleanly, parse_overrides
+
+
+def _load_task(data_kwargs: dict):
+    from pseudolabel.data import load_task
+
+    return load_task(data_config(**data_kwargs))
+
+
+@click.command()
+@click.option("--recipe", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Teacher recipe TOML (teachers/*.toml): [model] and [train] tables.")
+@data_options
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory. Rerunning with the same one resumes, or only reports a finished run.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set train.phase1_epochs=3 --set train.phase2_epochs=0 "
+                   "(TOML values; bare words are strings). Repeatable.")
+@fail_cleanly
+def teach(recipe, out, overrides, **data_kwargs):
+    """Train the supervised teacher of a RECIPE on the labeled data; evaluate it on the test split.
+
+    Phase 1 fits the classifier head on backbone features computed once (cached in the run
+    directory); phase 2 (train.phase2_epochs > 0) fine-tunes the top blocks on augmented images.
+    The run directory gets model.keras, metrics.json (test ROC AUC with a 95% CI),
+    test_predictions.csv, history.csv, curves.png and TensorBoard logs. A killed run continues
+    where it stopped when rerun with the same --out.
+    """
+    from pseudolabel.config import load_recipe
+    from pseudolabel.training import train_teacher
+
+    recipe_dict = load_recipe(recipe, "teacher", parse_overrides(overrides) or None)
+    train_teacher(recipe_dict, _load_task(data_kwargs), out)
+
+
+@click.command()
+@click.option("--backbone", default="efficientnet_lite0", show_default=True,
+              help="Registered backbone whose frozen features the probe reads (`pseudolabel models list`).")
+@click.option("--image-size", type=int, default=None, help="Input resolution. Default: the backbone's own.")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="'imagenet', 'none' (random init) or a weights file.")
+@click.option("--cv", default=5, show_default=True, help="Folds of the stratified cross-validation that picks C.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the cross-validation folds.")
+@click.option("--batch-size", default=32, show_default=True, help="Batch size of the feature extraction.")
+@data_options
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory (metrics.json, test_predictions.csv, features.npz, provenance).")
+@fail_cleanly
+def probe(backbone, image_size, weights, cv, seed, batch_size, out, **data_kwargs):
+    """Linear-probe baseline: frozen backbone features -> standardized logistic regression.
+
+    C is chosen by stratified cross-validation (ROC AUC) on the train split; the model is fitted
+    on train only and evaluated on the same test split as the teacher, with the same files, so
+    `pseudolabel compare` can put it beside the other runs.
+    """
+    from pseudolabel.training import run_probe
+
+    if isinstance(weights, str) and weights.lower() == "none":
+        weights = None
+    run_probe(_load_task(data_kwargs), out, backbone=backbone, image_size=image_size, weights=weights,
+              cv=cv, seed=seed, batch_size=batch_size)
+
+
+commands = [teach, probe]

@@ -1,0 +1,102 @@
+"""Noisy Student rounds for one experiment: teacher -> label -> student -> (student teaches) -> ...
+
+The output directory holds one run directory per model and one pseudo-label table per round:
+
+    OUTPUT/pools.json, pools.csv           which pools, how many images each kept / excluded / skipped
+    OUTPUT/round0_teacher/                 the supervised teacher (a run directory)
+    OUTPUT/round1_<backbone>/              the student of round 1 (a run directory), holding
+        pseudo_labels.csv                  the previous model's labels for the pools it trained on
+    ...
+    OUTPUT/report/                         compare.md / compare.html / roc.png over all models
+
+Resuming is at round granularity: a model whose `metrics.json` exists is finished (it is written
+last, atomically) and a table that exists is complete (written atomically), so rerunning the same
+experiment redoes nothing that finished and continues what did not (training resumes from its
+backup inside the run directory).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pseudolabel.config import load_recipe
+
+
+def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = ()) -> dict:
+    """Run (or resume) every round of `experiment` (from `config.load_experiment`)."""
+    from pseudolabel.data import load_task
+    from pseudolabel.report import compare_runs
+
+    started = time.perf_counter()
+    out = Path(experiment["output"])
+    out.mkdir(parents=True, exist_ok=True)
+    task = load_task(experiment["data"])
+    pools = prepare_pools([*experiment["pools"], *extra_pools], task, out)
+
+    teacher_dir = out / "round0_teacher"
+    teacher_recipe = load_recipe(experiment["teacher"]["recipe"], "teacher", experiment["teacher"]["overrides"])
+    train_teacher_once(teacher_recipe, task, teacher_dir)
+    run_dirs = [teacher_dir]
+
+    teacher_model = teacher_dir / "model.keras"
+    for i, recipe_path in enumerate(experiment["students"]["recipes"], start=1):
+        recipe = load_recipe(recipe_path, "student", experiment["students"]["overrides"])
+        round_dir = out / f"round{i}_{recipe['model']['backbone']}"
+        table = label_once(teacher_model, pools, task, round_dir / "pseudo_labels.csv", experiment["pseudo"])
+        train_student_once(recipe, task, table, round_dir, experiment["pseudo"])
+        run_dirs.append(round_dir)
+        if experiment["students"]["student_teaches"]:
+            teacher_model = round_dir / "model.keras"
+
+    summary = compare_runs(run_dirs, out / "report")
+    print(f"experiment '{experiment['name']}': {len(run_dirs)} models in {time.perf_counter() - started:.0f} s; "
+          f"report: {out / 'report' / 'compare.md'}")
+    return summary
+
+
+def prepare_pools(pool_cfgs: list[dict], task, out: Path) -> list:
+    """Scan each pool and drop labeled images and their near-duplicates; record the counts."""
+    from pseudolabel.data import filter_pool, scan_pool, write_pool_report
+
+    if not pool_cfgs:
+        raise ValueError("the experiment lists no unlabeled pools ([[pools]] or --pool)")
+    labeled = task.labeled.paths
+    pools = [filter_pool(scan_pool(p["path"], glob=p.get("glob"), name=p["name"]), labeled) for p in pool_cfgs]
+    write_pool_report(pools, out)
+    for pool in pools:
+        counts = pool.counts()
+        print(f"pool {pool.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return pools
+
+
+def train_teacher_once(recipe: dict, task, run_dir: Path) -> None:
+    from pseudolabel.training import train_teacher
+
+    if (run_dir / "metrics.json").exists():
+        print(f"teacher: finished earlier ({run_dir})")
+        return
+    train_teacher(recipe, task, run_dir)
+
+
+def label_once(model_path: Path, pools: list, task, table: Path, pseudo_cfg: dict) -> Path:
+    import keras
+
+    from pseudolabel.pseudolabels import label_pools
+
+    if table.exists():
+        print(f"pseudo-labels: finished earlier ({table})")
+        return table
+    model = keras.models.load_model(model_path)
+    label_pools(model, pools, image_size=int(model.input_shape[1]), batch_size=pseudo_cfg["batch_size"],
+                tta=pseudo_cfg["tta"], class_names=task.class_map.names, out_path=table)
+    return table
+
+
+def train_student_once(recipe: dict, task, table: Path, run_dir: Path, pseudo_cfg: dict) -> None:
+    from pseudolabel.students import train_student
+
+    if (run_dir / "metrics.json").exists():
+        print(f"student {recipe['model']['backbone']}: finished earlier ({run_dir})")
+        return
+    train_student(recipe, task, table, run_dir, pseudo_cfg=pseudo_cfg)

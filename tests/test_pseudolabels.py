@@ -1,0 +1,355 @@
+"""Pseudo-labeling: the teacher's table over the pools, then filtering, balancing and targets."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pseudolabel.pseudolabels import (
+    PseudoLabelError,
+    PseudoLabelTable,
+    balance_indices,
+    describe_selection,
+    hard_targets,
+    read_pseudo_labels,
+    select_pseudo_labels,
+    sidecar,
+    soft_targets,
+)
+
+CLASSES = ["M", "O"]
+
+
+def make_table(probs, pools=None, class_names=CLASSES) -> PseudoLabelTable:
+    probs = np.asarray(probs, np.float32)
+    n = len(probs)
+    return PseudoLabelTable(
+        images=[f"/pool/img_{i}.jpg" for i in range(n)],
+        pools=list(pools) if pools is not None else ["Pool"] * n,
+        sha256=["0" * 64] * n,
+        probs=probs,
+        class_names=list(class_names),
+    )
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def test_soft_targets_are_tempered_softmax():
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    for t in (0.5, 1.0, 2.0):
+        expected = np.exp(logits / t) / np.exp(logits / t).sum(1, keepdims=True)
+        np.testing.assert_allclose(soft_targets(probs, t), expected, rtol=1e-5)
+    np.testing.assert_allclose(soft_targets(probs, 1.0), probs, rtol=1e-5)
+    # Lower temperature sharpens, higher flattens.
+    assert soft_targets(probs, 0.5)[0, 0] > probs[0, 0] > soft_targets(probs, 2.0)[0, 0]
+    with pytest.raises(PseudoLabelError):
+        soft_targets(probs, 0.0)
+
+
+def test_soft_targets_survive_zero_probabilities():
+    q = soft_targets(np.array([[1.0, 0.0], [0.0, 1.0]]), 0.5)
+    assert np.isfinite(q).all()
+    np.testing.assert_allclose(q, [[1, 0], [0, 1]], atol=1e-6)
+
+
+def test_hard_targets_smoothed_one_hot():
+    y = hard_targets(np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]]), label_smoothing=0.1)
+    np.testing.assert_allclose(y, [[0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3], [0.1 / 3, 0.1 / 3, 0.9 + 0.1 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(y.sum(1), 1.0, rtol=1e-6)
+    assert y.dtype == np.float32
+
+
+# --------------------------------------------------------------------------- threshold and balance
+
+
+def test_threshold_drops_unconfident_rows():
+    table = make_table([[0.95, 0.05], [0.55, 0.45], [0.2, 0.8], [0.51, 0.49]])
+    paths, targets, report = select_pseudo_labels(table, threshold=0.6, balance=False)
+    assert paths == ["/pool/img_0.jpg", "/pool/img_2.jpg"]
+    assert targets.shape == (2, 2) and targets.dtype == np.float32
+    np.testing.assert_allclose(targets, table.probs[[0, 2]], rtol=1e-5)
+    assert report["before"]["n"] == 4
+    assert report["after_threshold"]["n"] == 2
+    assert report["after_threshold"]["per_class"] == {"M": 1, "O": 1}
+
+
+def test_three_class_threshold_uses_top_probability():
+    table = make_table([[0.34, 0.33, 0.33], [0.1, 0.1, 0.8]], class_names=["a", "b", "c"])
+    paths, _, _ = select_pseudo_labels(table, threshold=0.35, balance=False)
+    assert paths == ["/pool/img_1.jpg"]
+
+
+def test_balance_keeps_most_confident_and_duplicates_exactly():
+    # Class M: 5 rows, class O: 2 rows -> target 5: O's 2 images become 5 rows (2 + 2 + 1).
+    probs = [[0.9, 0.1], [0.6, 0.4], [0.99, 0.01], [0.7, 0.3], [0.8, 0.2], [0.3, 0.7], [0.1, 0.9]]
+    table = make_table(probs)
+    paths, targets, report = select_pseudo_labels(table, threshold=0.0, balance=True, seed=3)
+    assert len(paths) == 10 and targets.shape == (10, 2)
+    assert report["selected"]["per_class"] == {"M": 5, "O": 5}
+    assert report["selected"]["unique_images"] == 7
+    o_rows = [p for p in paths if p in ("/pool/img_5.jpg", "/pool/img_6.jpg")]
+    assert sorted(Counter(o_rows).values()) == [2, 3]
+    # Same seed -> same rows; the duplicated image may change with the seed.
+    assert select_pseudo_labels(table, threshold=0.0, seed=3)[0] == paths
+
+
+def test_balance_per_class_caps_to_most_confident():
+    probs = [[0.9, 0.1], [0.6, 0.4], [0.99, 0.01], [0.7, 0.3], [0.2, 0.8]]
+    paths, _, report = select_pseudo_labels(make_table(probs), threshold=0.0, per_class=2)
+    m_paths = [p for p in paths if p != "/pool/img_4.jpg"]
+    assert sorted(m_paths) == ["/pool/img_0.jpg", "/pool/img_2.jpg"]  # the two most confident M
+    assert paths.count("/pool/img_4.jpg") == 2  # O duplicated up to 2
+    assert report["selected"]["per_class"] == {"M": 2, "O": 2}
+
+
+def test_balance_indices_exact_counts_many_classes():
+    rng = np.random.default_rng(0)
+    predicted = rng.integers(0, 4, size=37)
+    predicted[predicted == 3] = 0  # class 3 empty
+    confidence = rng.uniform(size=37)
+    idx = balance_indices(predicted, confidence, 4, per_class=11, seed=1)
+    counts = np.bincount(predicted[idx], minlength=4)
+    assert counts.tolist() == [11, 11, 11, 0]
+    for k in range(3):  # each image of a short class appears floor or ceil(target / n) times
+        members = np.flatnonzero(predicted == k)
+        if len(members) < 11:
+            reps = np.bincount(idx, minlength=37)[members]
+            assert set(reps.tolist()) <= {11 // len(members), 11 // len(members) + 1}
+
+
+def test_per_pool_counts_in_report():
+    probs = [[0.9, 0.1], [0.2, 0.8], [0.55, 0.45], [0.1, 0.9], [0.95, 0.05]]
+    pools = ["A", "A", "B", "B", "B"]
+    _, _, report = select_pseudo_labels(make_table(probs, pools), threshold=0.6, balance=False)
+    assert report["before"]["per_pool"] == {"A": 2, "B": 3}
+    assert report["after_threshold"]["per_pool"] == {"A": 2, "B": 2}
+    assert report["selected"]["per_pool"] == {"A": 2, "B": 2}
+
+
+def test_hard_mode_and_empty_selection():
+    table = make_table([[0.9, 0.1], [0.2, 0.8]])
+    _, targets, _ = select_pseudo_labels(table, mode="hard", label_smoothing=0.1, threshold=0.0)
+    np.testing.assert_allclose(targets, [[0.95, 0.05], [0.05, 0.95]], rtol=1e-6)
+    paths, targets, report = select_pseudo_labels(table, threshold=0.99)
+    assert paths == [] and targets.shape == (0, 2) and report["selected"]["n"] == 0
+    assert report["empty_classes"] == ["M", "O"]
+    assert "no pseudo-labels for class(es) M, O" in describe_selection(report)
+    with pytest.raises(PseudoLabelError):
+        select_pseudo_labels(table, mode="medium")
+
+
+# --------------------------------------------------------------------------- reading tables
+
+
+def test_read_rejects_a_foreign_csv(tmp_path):
+    bad = tmp_path / "labels.csv"
+    bad.write_text("image,label\na.jpg,M\n")
+    with pytest.raises(PseudoLabelError, match="not a pseudo-label table"):
+        read_pseudo_labels(bad)
+    with pytest.raises(FileNotFoundError):
+        read_pseudo_labels(tmp_path / "missing.csv")
+
+
+def test_sidecar_names(tmp_path):
+    assert sidecar(tmp_path / "pl.csv", "skipped").name == "pl.skipped.csv"
+    assert sidecar(tmp_path / "pl.csv", "summary").name == "pl.summary.json"
+
+
+# --------------------------------------------------------------------------- labeling the pools
+
+IMAGE_SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    import keras
+
+    from pseudolabel.backbones import create_model
+
+    keras.utils.set_random_seed(0)
+    return create_model("tiny_cnn", 2, image_size=IMAGE_SIZE, weights=None, dropout=0.5)
+
+
+@pytest.fixture
+def pool_with_corrupt_file(synthetic_root):
+    from pseudolabel.data import scan_pool
+
+    (synthetic_root / "Pool" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return scan_pool(synthetic_root / "Pool")  # not filtered, so the corrupt file reaches labeling
+
+
+def label(teacher, pools, out_path, **kwargs):
+    from pseudolabel.pseudolabels import label_pools
+
+    return label_pools(teacher, pools, image_size=IMAGE_SIZE, batch_size=16, class_names=CLASSES,
+                       out_path=out_path, progress=False, **kwargs)
+
+
+def test_table_rows_probabilities_and_hashes(teacher, pool_with_corrupt_file, tmp_path):
+    out = tmp_path / "labels" / "pseudo.csv"
+    table = label(teacher, [pool_with_corrupt_file], out)
+    readable = [str(p) for p in pool_with_corrupt_file.images if p.name != "corrupt.jpg"]
+    assert sorted(table.images) == sorted(readable) and len(table) == 40
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["image", "pool", "sha256", "p_M", "p_O", "confidence", "predicted"]
+    probs = np.array([[float(r["p_M"]), float(r["p_O"])] for r in rows])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    for r, p in zip(rows, probs):
+        assert r["sha256"] == hashlib.sha256(Path(r["image"]).read_bytes()).hexdigest()
+        assert r["pool"] == "Pool"
+        assert float(r["confidence"]) == pytest.approx(p.max(), abs=1e-7)
+        assert r["predicted"] == CLASSES[int(p.argmax())]
+    # Re-reading gives the same table.
+    again = read_pseudo_labels(out)
+    assert again.images == table.images and np.array_equal(again.probs, table.probs)
+
+
+def test_corrupt_file_is_skipped_and_listed(teacher, pool_with_corrupt_file, tmp_path):
+    out = tmp_path / "pseudo.csv"
+    label(teacher, [pool_with_corrupt_file], out)
+    with open(sidecar(out, "skipped"), newline="") as f:
+        skipped = list(csv.DictReader(f))
+    assert [Path(r["image"]).name for r in skipped] == ["corrupt.jpg"]
+    assert skipped[0]["pool"] == "Pool" and skipped[0]["reason"]
+    summary = json.loads(sidecar(out, "summary").read_text())
+    assert summary["n"] == 40 and summary["skipped"] == 1 and summary["per_pool"] == {"Pool": 40}
+    assert sum(summary["per_class"].values()) == 40
+
+
+def test_predictions_are_noise_free(teacher, synthetic_root, tmp_path):
+    """Inference mode, no augmentation: the table holds exactly model(image, training=False)."""
+    from pseudolabel.data import scan_pool
+    from pseudolabel.images import read_image
+
+    pool = scan_pool(synthetic_root / "Pool")
+    table = label(teacher, [pool], tmp_path / "a.csv")
+    again = label(teacher, [pool], tmp_path / "b.csv")
+    np.testing.assert_array_equal(table.probs, again.probs)
+    first = np.stack([read_image(p, IMAGE_SIZE) for p in table.images[:8]]).astype(np.float32)
+    expected = teacher(first, training=False).numpy()
+    np.testing.assert_allclose(table.probs[:8], expected, atol=1e-5)
+
+
+def test_flip_tta_averages_the_flipped_view(teacher, synthetic_root, tmp_path):
+    from pseudolabel.data import scan_pool
+    from pseudolabel.images import read_image
+
+    pool = scan_pool(synthetic_root / "Pool")
+    table = label(teacher, [pool], tmp_path / "tta.csv", tta="flip")
+    x = np.stack([read_image(p, IMAGE_SIZE) for p in table.images[:4]]).astype(np.float32)
+    expected = (teacher(x, training=False).numpy() + teacher(x[:, :, ::-1], training=False).numpy()) / 2
+    np.testing.assert_allclose(table.probs[:4], expected, atol=1e-5)
+
+
+def test_per_pool_rows_from_several_pools(teacher, synthetic_root, tmp_path):
+    from pseudolabel.data import Pool
+
+    images = sorted((synthetic_root / "Pool").glob("*.jpg"))
+    pools = [Pool("A", synthetic_root / "Pool", images[:15]), Pool("B", synthetic_root / "Pool", images[15:])]
+    table = label(teacher, pools, tmp_path / "pools.csv")
+    assert table.summary()["per_pool"] == {"A": 15, "B": 25}
+    _, _, report = select_pseudo_labels(table, threshold=0.0, balance=False)
+    assert report["selected"]["per_pool"] == {"A": 15, "B": 25}
+
+
+def test_interrupted_labeling_leaves_no_table(teacher, synthetic_root, tmp_path, monkeypatch):
+    import pseudolabel.pseudolabels as pl
+    from pseudolabel.data import scan_pool
+
+    real = pl._batch_predictor
+
+    def failing_predictor(model, tta, image_size):
+        predict = real(model, tta, image_size)
+        calls = {"n": 0}
+
+        def predict_batch(images):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("killed mid-way")
+            return predict(images)
+
+        return predict_batch
+
+    monkeypatch.setattr(pl, "_batch_predictor", failing_predictor)
+    out = tmp_path / "out" / "pseudo.csv"
+    with pytest.raises(RuntimeError, match="killed mid-way"):
+        label(teacher, [scan_pool(synthetic_root / "Pool")], out)
+    assert list(out.parent.iterdir()) == []  # no table, no temporary file, no sidecars
+
+
+def test_labeling_streams_without_a_cache(teacher, synthetic_root, tmp_path, monkeypatch):
+    """The pool is never materialised: no dataset cache, no augmentation, one pass."""
+    import pseudolabel.pipeline as pipeline
+    from pseudolabel.data import scan_pool
+
+    calls = []
+    real = pipeline.make_dataset
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "make_dataset", spy)
+    label(teacher, [scan_pool(synthetic_root / "Pool")], tmp_path / "pseudo.csv")
+    assert len(calls) == 1
+    kwargs = calls[0]
+    assert kwargs["cache"] is None and kwargs["augment"] is None
+    assert kwargs["repeat"] is False and kwargs["shuffle"] is False
+    assert kwargs["on_error"] == "skip" and kwargs["with_index"] is True
+
+
+def test_empty_pool_gives_an_empty_table(teacher, synthetic_root, tmp_path):
+    from pseudolabel.data import Pool
+
+    table = label(teacher, [Pool("empty", synthetic_root, [])], tmp_path / "empty.csv")
+    assert len(table) == 0 and read_pseudo_labels(tmp_path / "empty.csv").class_names == CLASSES
+
+
+# --------------------------------------------------------------------------- the `label` command
+
+
+def test_cli_label_excludes_labeled_images_and_writes_the_table(teacher, synthetic_root, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pseudolabel.cli import main
+    from pseudolabel.training import save_model
+
+    run_dir = tmp_path / "teacher"
+    save_model(teacher, run_dir / "model.keras")
+    shutil.copy(synthetic_root / "Labeled" / "img_1.jpg", synthetic_root / "Pool" / "copy_of_labeled.jpg")
+    (synthetic_root / "Pool" / "broken.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "tables" / "pseudo.csv"
+    result = CliRunner().invoke(main, ["label", "--model", str(run_dir), "--root", str(synthetic_root),
+                                       "--pool", str(synthetic_root / "Pool"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = read_pseudo_labels(out)
+    assert len(table) == 40 and table.class_names == ["M", "O"]
+    assert not any("copy_of_labeled" in p or "broken" in p for p in table.images)
+    pools = json.loads((out.parent / "pseudo.pools.json").read_text())["pools"]
+    assert pools[0]["counts"]["excluded"] == 1 and pools[0]["counts"]["skipped"] == 1
+    assert "pseudo-labeled 40 images" in result.output
+
+
+def test_cli_label_refuses_a_model_with_other_classes(synthetic_root, tmp_path):
+    from click.testing import CliRunner
+
+    from pseudolabel.backbones import create_model
+    from pseudolabel.cli import main
+    from pseudolabel.training import save_model
+
+    model_file = save_model(create_model("tiny_cnn", 3, image_size=IMAGE_SIZE, weights=None), tmp_path / "m.keras")
+    result = CliRunner().invoke(main, ["label", "--model", str(model_file), "--root", str(synthetic_root),
+                                       "--pool", str(synthetic_root / "Pool"), "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 1 and "predicts 3 classes" in result.output
+    assert not (tmp_path / "p.csv").exists()

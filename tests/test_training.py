@@ -1,0 +1,374 @@
+"""Teacher training and the linear probe, on 32 px synthetic images with the tiny_cnn backbone."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pseudolabel import config, data
+from pseudolabel.synthetic import write_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+CLASS_MAP = {"names": ["old", "modern"], "map": {"M": "modern", "O": "old"}, "positive": "modern"}
+
+RECIPE = """
+[model]
+backbone = "tiny_cnn"
+image_size = 32
+weights = "none"
+dropout = 0.2
+
+[train]
+seed = 0
+batch_size = 8
+phase1_epochs = {phase1}
+phase1_lr = 3e-3
+phase1_patience = 20
+phase2_epochs = {phase2}
+phase2_lr = 1e-3
+phase2_patience = 20
+unfreeze_blocks = 1
+feature_views = 2
+"""
+
+
+@dataclass
+class Task:
+    """What `data.load_task` returns (root, class_map, split, labeled), built by hand here."""
+
+    root: Path
+    class_map: data.ClassMap
+    split: data.Split
+    labeled: data.LabeledSet
+
+
+def make_task(root: Path) -> Task:
+    class_map = data.ClassMap.from_config(CLASS_MAP)
+    labeled = data.read_labels_csv(root / "labels.csv", class_map=class_map)
+    split = data.make_split(labeled, class_map, test_size=0.25, val_size=0.2, seed=0, hash_distance=None)
+    return Task(root, class_map, split, labeled)
+
+
+def write_recipe(path: Path, phase1: int = 4, phase2: int = 2) -> Path:
+    path.write_text(RECIPE.format(phase1=phase1, phase2=phase2))
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("training") / "data"
+    write_synthetic_dataset(root, n_labeled=48, n_unlabeled=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def task(dataset_root):
+    return make_task(dataset_root)
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory, task):
+    """One finished teacher (phase 1 + phase 2), shared by the artifact and no-retrain tests."""
+    from pseudolabel.training import train_teacher
+
+    base = tmp_path_factory.mktemp("teacher")
+    recipe = config.load_recipe(write_recipe(base / "teacher.toml"), "teacher")
+    run_dir = base / "run"
+    metrics = train_teacher(recipe, task, run_dir, verbose=0)
+    return run_dir, metrics, recipe
+
+
+# --------------------------------------------------------------------------- small pieces
+
+
+def test_class_weights_balanced():
+    from pseudolabel.training import class_weights
+
+    labels = np.array([0] * 30 + [1] * 10)
+    weights = class_weights(labels, 2, "balanced")
+    assert weights == pytest.approx({0: 40 / (2 * 30), 1: 40 / (2 * 10)})
+    # Weighted class totals are equal: that is what "balanced" means.
+    assert 30 * weights[0] == pytest.approx(10 * weights[1])
+    assert class_weights(labels, 2, "none") is None
+    # Soft / one-hot rows count for their top class; an absent class gets weight 1.
+    rows = np.eye(3)[[0, 0, 1]] * 0.8 + 0.2 / 3
+    assert class_weights(rows, 3)[2] == 1.0
+    with pytest.raises(ValueError):
+        class_weights(labels, 2, "inverse")
+
+
+def test_standard_callbacks_trim_history_and_resume_best(tmp_path):
+    from pseudolabel.training import BestWeightsCheckpoint, ResumableEarlyStopping, standard_callbacks
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,val_loss\n0,1.0,0.9\n1,0.8,0.5\n2,0.7,0.6\n3,0.6,0.7\n")
+    # A backup that resumes at epoch 3: the row of epoch 3 is dropped (it will be redone).
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "training_metadata.json").write_text('{"epoch": 3, "batch": 0}')
+    callbacks = standard_callbacks(tmp_path, patience=5, start_epoch=1, tensorboard=False)
+    assert [line.split(",")[0] for line in history.read_text().splitlines()] == ["epoch", "0", "1", "2"]
+    stop = next(c for c in callbacks if isinstance(c, ResumableEarlyStopping))
+    best = next(c for c in callbacks if isinstance(c, BestWeightsCheckpoint))
+    assert best.best == pytest.approx(0.5)                       # best of the whole run so far
+    assert (stop.initial_best, stop.initial_wait) == (pytest.approx(0.5), 1)  # epoch 2 did not improve
+    # A fresh start (no backup, start 0) starts a fresh history.
+    standard_callbacks(tmp_path, patience=5, backup=False, tensorboard=False)
+    assert not history.exists()
+
+
+def test_head_on_features_predicts_like_full_model(tmp_path, task):
+    """Phase 1 fits the head on cached features; the full model (same head object) agrees."""
+    import keras
+
+    from pseudolabel import training
+    from pseudolabel.backbones import freeze_backbone
+    from pseudolabel.rundir import RunDir
+
+    recipe = config.load_recipe(write_recipe(tmp_path / "t.toml", phase1=3, phase2=0), "teacher")
+    keras.utils.set_random_seed(0)
+    model = training.build_model(recipe, 2)
+    freeze_backbone(model)
+    run = RunDir.create(tmp_path / "run", recipe, seed=0, split_hash=task.split.hash)
+    summary = training.run_phase1(model, recipe, task, run, image_size=32, verbose=0)
+    assert summary["epochs"] == 3 and summary["n_train_features"] == 2 * len(task.split.subset("train")[0])
+
+    val_paths, _ = task.split.subset("val")
+    features = training.extract_features(model.get_layer("backbone"),
+                                         training._plain_dataset(val_paths, image_size=32, batch_size=8))
+    on_features = model.get_layer("head").predict(features, verbose=0)
+    in_model = model.predict(training._plain_dataset(val_paths, image_size=32, batch_size=8), verbose=0)
+    np.testing.assert_allclose(on_features, in_model, atol=1e-5)
+    # The cached val features are the ones the model computes now, and a second fit reuses them.
+    with np.load(run.file("features.npz")) as npz:
+        np.testing.assert_allclose(npz["val_x"], features, atol=1e-5)
+    assert not summary["features_reused"]
+    assert training.run_phase1(model, recipe, task, run, image_size=32, verbose=0)["features_reused"]
+
+
+# --------------------------------------------------------------------------- the teacher
+
+
+def test_teacher_writes_every_artifact(teacher_run, task):
+    import keras
+
+    from pseudolabel.evaluation import read_predictions
+
+    run_dir, metrics, recipe = teacher_run
+    for name in ("config.json", "provenance.json", "history.csv", "curves.png", "metrics.json",
+                 "test_predictions.csv", "val_predictions.csv", "model.keras", "features.npz"):
+        assert (run_dir / name).is_file(), name
+    assert not (run_dir / "backup").exists()            # removed once phase 2 is recorded as done
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+
+    provenance = json.loads((run_dir / "provenance.json").read_text())
+    assert provenance["split_hash"] == task.split.hash
+    assert {"keras", "numpy"} <= set(provenance["versions"])
+    assert any(name.startswith("tensorflow") for name in provenance["versions"])
+    assert json.loads((run_dir / "config.json").read_text())["model"]["backbone"] == "tiny_cnn"
+
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["roc_auc"] == metrics["roc_auc"] and 0.0 <= saved["roc_auc"] <= 1.0
+    lo, hi = saved["roc_auc_ci"]
+    assert lo <= saved["roc_auc"] <= hi
+    assert saved["positive_class"] == "modern"
+    assert saved["n_images"] == {k: len(task.split.subset(k)[0]) for k in ("train", "val", "test")}
+    assert saved["epochs"] == {"phase1": 4, "phase2": 6}
+    assert {"features_s", "phase1_fit_s", "phase2_fit_s", "evaluate_s"} <= set(saved["timings"])
+    assert "roc_auc" in saved["val"]
+
+    # One history for both phases, epochs continuing.
+    epochs = [int(line.split(",")[0]) for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == list(range(6))
+
+    predictions = read_predictions(run_dir / "test_predictions.csv")
+    test_paths, test_labels = task.split.subset("test")
+    assert predictions.images == [p.relative_to(task.root).as_posix() for p in test_paths]
+    np.testing.assert_array_equal(predictions.y_true, test_labels)
+
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert model.get_layer("head") is not None and model.input_shape == (None, 32, 32, 3)
+
+
+def test_finished_teacher_is_not_retrained(teacher_run, task, capsys):
+    from pseudolabel.training import train_teacher
+
+    run_dir, metrics, recipe = teacher_run
+    stamp = (run_dir / "model.keras").stat().st_mtime_ns
+    again = train_teacher(recipe, task, run_dir, verbose=0)
+    assert again["roc_auc"] == metrics["roc_auc"]
+    assert (run_dir / "model.keras").stat().st_mtime_ns == stamp
+    assert "finished earlier" in capsys.readouterr().out
+    changed = {**recipe, "train": {**recipe["train"], "phase2_epochs": 9}}
+    with pytest.raises(config.ConfigError, match="phase2_epochs"):
+        train_teacher(changed, task, run_dir, verbose=0)
+
+
+def test_unfinished_teacher_continues_only_on_its_split_and_recipe(teacher_run, task):
+    from pseudolabel.training import train_teacher
+
+    run_dir, _, recipe = teacher_run
+    other = make_task(task.root)
+    other.split = data.make_split(task.labeled, task.class_map, test_size=0.25, val_size=0.2, seed=1,
+                                  hash_distance=None)
+    changed = {**recipe, "train": {**recipe["train"], "phase1_lr": 0.1}}
+    (run_dir / "metrics.json").rename(run_dir / "metrics.keep")
+    try:
+        with pytest.raises(data.DataError, match="was started on split"):
+            train_teacher(recipe, other, run_dir, verbose=0)
+        with pytest.raises(config.ConfigError, match=r"another recipe \(changed: train.phase1_lr\)"):
+            train_teacher(changed, task, run_dir, verbose=0)
+    finally:
+        (run_dir / "metrics.keep").rename(run_dir / "metrics.json")
+
+
+# A teacher in its own process, so the test can SIGKILL it. With SLOW set, every phase-2 epoch ends
+# with a pause (after the backup is written) so the kill lands inside phase 2, not after it.
+KILLABLE = textwrap.dedent("""
+    import os, sys, time
+    sys.path.insert(0, {tests!r})
+    import keras
+    from pseudolabel import config, training
+    from test_training import make_task
+    from pathlib import Path
+
+    class Pause(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(float(os.environ.get("SLOW", "0")))
+
+    original = training.standard_callbacks
+    training.standard_callbacks = lambda *a, **k: original(*a, **k) + ([Pause()] if k.get("backup", True) else [])
+    recipe = config.load_recipe(sys.argv[2], "teacher")
+    started = time.perf_counter()
+    training.train_teacher(recipe, make_task(Path(sys.argv[1])), sys.argv[3], verbose=2)
+    print(f"teacher process: {{time.perf_counter() - started:.1f}} s after imports")
+""")
+
+
+def _run_teacher_process(script: Path, args: list[str], slow: float):
+    env = {**os.environ, "SLOW": str(slow), "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, str(script), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _backed_up_epoch(run_dir: Path) -> int:
+    meta = run_dir / "backup" / "training_metadata.json"
+    try:
+        return json.loads(meta.read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def test_killed_teacher_resumes_phase2(tmp_path, dataset_root):
+    phase1, phase2 = 3, 5
+    script = tmp_path / "teach.py"
+    script.write_text(KILLABLE.format(tests=str(Path(__file__).parent)))
+    recipe = write_recipe(tmp_path / "teacher.toml", phase1=phase1, phase2=phase2)
+    run_dir = tmp_path / "run"
+    args = [str(dataset_root), str(recipe), str(run_dir)]
+
+    first = _run_teacher_process(script, args, slow=1.0)
+    deadline = time.monotonic() + 120
+    while _backed_up_epoch(run_dir) < phase1 + 1:       # one epoch of phase 2 backed up
+        assert first.poll() is None, first.communicate()[0]
+        assert time.monotonic() < deadline, "no phase-2 backup within 120 s"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    killed_at = _backed_up_epoch(run_dir)
+    assert phase1 < killed_at < phase1 + phase2
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "phase2.json").exists()
+
+    second = _run_teacher_process(script, args, slow=0)
+    output = second.communicate(timeout=300)[0]
+    assert second.returncode == 0, output
+    assert "phase 1: done earlier" in output
+    assert f"resuming from the backup at epoch {killed_at + 1}" in output
+    phase2_record = json.loads((run_dir / "phase2.json").read_text())
+    assert phase2_record["resumed_at_epoch"] == killed_at
+    assert phase2_record["epochs_this_session"] == phase1 + phase2 - killed_at
+    epochs = [int(line.split(",")[0]) for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
+    assert epochs == list(range(phase1 + phase2))       # continued, no epoch twice, none missing
+    assert (run_dir / "metrics.json").exists() and not (run_dir / "backup").exists()
+    print(output)
+
+
+# --------------------------------------------------------------------------- the probe
+
+
+def test_probe_writes_metrics(tmp_path, task):
+    from pseudolabel.training import run_probe
+
+    metrics = run_probe(task, tmp_path / "probe", backbone="tiny_cnn", image_size=32, weights=None, cv=3,
+                        verbose=0)
+    for name in ("config.json", "provenance.json", "metrics.json", "test_predictions.csv", "features.npz"):
+        assert (tmp_path / "probe" / name).is_file(), name
+    assert 0.0 <= metrics["roc_auc"] <= 1.0 and len(metrics["roc_auc_ci"]) == 2
+    assert metrics["probe"]["fit_on"] == "train" and metrics["probe"]["C"] > 0
+    assert metrics["positive_class"] == "modern"
+    # Rerun: reported, not refitted.
+    assert run_probe(task, tmp_path / "probe", backbone="tiny_cnn", image_size=32, weights=None)["roc_auc"] \
+        == metrics["roc_auc"]
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_parse_overrides():
+    from pseudolabel.cli.common import parse_overrides
+
+    assert parse_overrides(["train.phase1_epochs=3", "train.phase2_lr=1e-4", "model.backbone=tiny_cnn",
+                            "train.tta=\"flip\""]) == {
+        "train": {"phase1_epochs": 3, "phase2_lr": 1e-4, "tta": "flip"}, "model": {"backbone": "tiny_cnn"}}
+
+
+def test_cli_help_lists_teach_and_probe():
+    from click.testing import CliRunner
+
+    from pseudolabel.cli import main
+
+    for command in ("teach", "probe"):
+        result = CliRunner().invoke(main, [command, "--help"])
+        assert result.exit_code == 0 and "--out" in result.output
+
+
+def test_cli_teach_rejects_unknown_recipe_key(tmp_path, dataset_root):
+    from click.testing import CliRunner
+
+    from pseudolabel.cli import main
+
+    recipe = write_recipe(tmp_path / "t.toml")
+    result = CliRunner().invoke(main, ["teach", "--recipe", str(recipe), "--root", str(dataset_root),
+                                       "--out", str(tmp_path / "run"), "--set", "train.epochz=3"])
+    assert result.exit_code == 1
+    assert "unknown key 'train.epochz'" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(not hasattr(data, "load_task"), reason="data.load_task not written yet")
+def test_cli_teach_and_probe(tmp_path, dataset_root):
+    from click.testing import CliRunner
+
+    from pseudolabel.cli import main
+
+    split = tmp_path / "split.csv"
+    data.write_split(make_task(dataset_root).split, split)
+    common = ["--root", str(dataset_root), "--split", str(split)]
+    recipe = write_recipe(tmp_path / "t.toml")
+    result = CliRunner().invoke(main, ["teach", "--recipe", str(recipe), *common, "--out", str(tmp_path / "t"),
+                                       "--set", "train.phase1_epochs=2", "--set", "train.phase2_epochs=0"])
+    assert result.exit_code == 0, result.output
+    assert "test ROC AUC" in result.output
+    assert json.loads((tmp_path / "t" / "metrics.json").read_text())["epochs"]["phase1"] == 2
+    result = CliRunner().invoke(main, ["probe", "--backbone", "tiny_cnn", "--image-size", "32", "--weights", "none",
+                                       "--cv", "3", *common, "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "p" / "metrics.json").exists()
