@@ -17,18 +17,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from _bench_common import DEFAULT_DATA, DEFAULT_SPLIT, REPO, append_report, command_line, load_house_rooms, machine
 
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "house_rooms"
-DEFAULT_SPLIT = REPO / "splits" / "house_rooms.csv"
 DEFAULT_RECIPE = REPO / "teachers" / "efficientnet_lite0.toml"
 
 
@@ -44,37 +37,6 @@ def parse_args():
     p.add_argument("--report", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--skip-timing", action="store_true", help="skip the cached-vs-frozen timing comparison")
     return p.parse_args()
-
-
-def load_house_rooms(root: Path, split_csv: Path):
-    """The Modern vs not-Modern task on the fixed split (data.load_task when it exists)."""
-    from types import SimpleNamespace
-
-    from pseudolabel import data
-
-    class_map = data.HOUSE_ROOMS_CLASSES
-    labeled = data.read_labels_csv(root / "labels.csv", class_map=class_map)
-    if split_csv.exists():
-        split = data.read_split(split_csv, root, class_map=class_map)
-        split_source = str(split_csv)
-    else:
-        split = data.make_split(labeled, class_map, seed=0)
-        split_source = "data.make_split(seed=0)"
-    return SimpleNamespace(root=root, class_map=class_map, split=split, labeled=labeled), split_source
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return f"{model}, {cores} cores usable, {platform.system()} {platform.release()}; load average at start {load}"
 
 
 def time_phase1(task, backbone_name: str, epochs: int, batch_size: int = 32, seed: int = 0) -> dict:
@@ -195,16 +157,9 @@ def paired_difference(probe_dir: Path, teacher_dir: Path, positive_index) -> dic
                                  positive_index=positive_index)
 
 
-def append_report(path: Path, section: str) -> None:
-    from pseudolabel.rundir import atomic_write_text
-
-    head = path.read_text() if path.exists() else "# Benchmarks\n\nMeasured figures, newest last. Each section says how to reproduce it.\n"
-    atomic_write_text(path, head.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n")
-
-
 def main():
     args = parse_args()
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]])
+    command = command_line()
     started = time.perf_counter()
     from pseudolabel.config import load_recipe
     from pseudolabel.training import run_probe, train_teacher

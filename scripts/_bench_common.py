@@ -1,0 +1,250 @@
+"""Shared helpers of the `scripts/bench_*.py` benchmarks (not part of the package).
+
+What every benchmark needs: where the data lies, the House Rooms task on the fixed split, a
+description of the machine, the exact command line, alternating (A B A B) timings, RSS readings,
+"target met / missed" lines and appending a section to BENCHMARKS.md (or `--out FILE`).
+
+The scripts import it as `import _bench_common` (Python puts the script's own folder,
+`scripts/`, first on sys.path); importing it also puts the checkout first, so the package of
+this checkout is the one measured.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "house_rooms"
+DEFAULT_SPLIT = REPO / "splits" / "house_rooms.csv"
+DEFAULT_REPORT = REPO / "BENCHMARKS.md"
+ROOMS = ("Bathroom", "Bedroom", "Dinning", "Kitchen", "Livingroom")
+REPORT_HEAD = "# Benchmarks\n\nMeasured figures, newest last. Each section says how to reproduce it.\n"
+
+
+# --------------------------------------------------------------------------- the run itself
+
+
+def machine() -> str:
+    """CPU model, usable cores, OS, and the load average now (call it at the start of a run)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return f"{model}, {cores} cores usable, {platform.system()} {platform.release()}; load average at start {load}"
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """`python scripts/NAME.py ARGS...` as it was run, relative to the checkout, shell-quoted."""
+    argv = list(sys.argv if argv is None else argv)
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(argv[0], REPO), *argv[1:]])
+
+
+def timestamp() -> str:
+    return dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+
+
+def section_head(title: str, command: str, machine_text: str, *details: str) -> list[str]:
+    """`## title (date)`, then the command, the machine and any further `- ...` lines."""
+    return [f"## {title} ({timestamp()})", "", f"- Command: `{command}`", f"- Machine: {machine_text}",
+            *(f"- {d}" for d in details), ""]
+
+
+def append_report(path: Path, section: str) -> None:
+    """Append `section` to the Markdown report at `path` (created with the usual head), atomically."""
+    from pseudolabel.rundir import atomic_write_text
+
+    path = Path(path)
+    head = path.read_text() if path.exists() else REPORT_HEAD
+    atomic_write_text(path, head.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n")
+
+
+def add_report_args(parser, default_report: Path = DEFAULT_REPORT) -> None:
+    """`--out FILE` (the Markdown file the section is appended to) and `--quick`."""
+    parser.add_argument("--out", dest="report", type=Path, default=default_report,
+                        help=f"Markdown file the section is appended to (default {default_report.name}); "
+                             "use a scratch file for trial runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes (a minute or so): checks that the script works; the figures mean nothing")
+
+
+def quick_note(quick: bool) -> list[str]:
+    if not quick:
+        return []
+    return ["**QUICK MODE (`--quick`): tiny sizes to check the script runs; these figures are not results.**", ""]
+
+
+def verdict(value: float, target: float, *, at_least: bool = True) -> str:
+    ok = value >= target if at_least else value <= target
+    sign = ">=" if at_least else "<="
+    return f"target {sign} {target:g}: **{'met' if ok else 'missed'}** ({value:.3g})"
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------- timing and memory
+
+
+def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Run the callables in turn, A B A B ..., `repeats` times each; wall seconds of every run.
+
+    Alternating spreads slow drift (thermal, other processes, caches) over all variants alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(repeats):
+        for name, fn in runs.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+            log(f"  {name} repetition {r + 1}/{repeats}: {times[name][-1]:.2f} s")
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values: Sequence[float]) -> str:
+    """`median (min-max)` of seconds, for tables."""
+    return f"{median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def current_rss_mb() -> float:
+    """Resident set size now (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_house_rooms(root: Path, split_csv: Path):
+    """The Modern vs not-Modern task on the fixed split: (task, where the split came from).
+
+    `task` has what training and evaluation read: root, class_map, split, labeled.
+    """
+    from pseudolabel import data
+
+    class_map = data.HOUSE_ROOMS_CLASSES
+    labeled = data.read_labels_csv(root / "labels.csv", class_map=class_map)
+    if split_csv.exists():
+        split = data.read_split(split_csv, root, class_map=class_map)
+        split_source = str(split_csv)
+    else:
+        split = data.make_split(labeled, class_map, seed=0)
+        split_source = "data.make_split(seed=0)"
+    return SimpleNamespace(root=root, class_map=class_map, split=split, labeled=labeled), split_source
+
+
+def unlabeled_images(root: Path, rooms: Sequence[str] = ROOMS, limit: int | None = None) -> list[Path]:
+    """Real images of the room folders that are not in labels.csv, sorted (room by room).
+
+    No near-duplicate filtering (`data.filter_pool`): for throughput it makes no difference.
+    """
+    from pseudolabel import data
+
+    labeled = {(root / image).resolve()
+               for image, _ in data.read_labels_csv(root / "labels.csv", check_images=False).items}
+    out: list[Path] = []
+    for room in rooms:
+        out += [p for p in data.scan_pool(root / room).images if p.resolve() not in labeled]
+    return out[:limit] if limit is not None else out
+
+
+def soft_targets(n: int, num_classes: int, seed: int = 0):
+    """Random soft pseudo-label targets `[n, K]` (Dirichlet): what the student trains on does not
+    change how fast it trains, so benchmarks need no teacher."""
+    import numpy as np
+
+    return np.random.default_rng(seed).dirichlet(np.ones(num_classes), size=n).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- the student, as train_student builds it
+
+
+def student_setup(recipe_path: Path, task, pseudo_paths, pseudo_targets, run_dir: Path, *,
+                  overrides: dict | None = None):
+    """A compiled `NoisyStudent` with the train/val datasets `students.train_student` would use.
+
+    Same steps as `train_student` up to `model.fit` (model from the recipe, trainable blocks,
+    batch plan, pseudo-label cache, zipped labeled + pseudo-labeled datasets with the recipe's
+    noise, class weights, Adam), built from `students`' own functions. Only the run-directory
+    bookkeeping and the selection of pseudo-labels (the benchmark brings its own) are left out.
+    """
+    import keras
+
+    from pseudolabel import students, training
+    from pseudolabel.config import load_recipe
+
+    recipe = load_recipe(recipe_path, "student", overrides)
+    t = recipe["train"]
+    keras.utils.set_random_seed(int(t["seed"]))
+    num_classes = len(task.class_map.names)
+    student = training.build_model(recipe, num_classes)
+    image_size = int(student.input_shape[1])
+    students._set_trainable(student, freeze_bn=bool(t["freeze_bn"]), unfreeze_blocks=t["unfreeze_blocks"])
+    plan = students.batch_plan(len(task.split.subset("train")[0]), len(pseudo_paths), int(t["batch_size"]),
+                               float(t["unlabeled_ratio"]))
+    cache = students.pseudo_cache(len(pseudo_paths), image_size, float(t["pseudo_cache_mb"]), run_dir)
+    train_ds, val_ds, train_y = students._datasets(recipe, task, list(map(str, pseudo_paths)), pseudo_targets,
+                                                   image_size, plan, cache)
+    weights = training.class_weights(train_y, num_classes, t["class_weight"])
+    with _building(t):   # as train_student: the wrapper's trackers and optimizer in the (default) strategy's scope
+        model = students.NoisyStudent(student, unlabeled_weight=students.unlabeled_weight(t),
+                                      class_weight=None if weights is None else [weights[k] for k in range(num_classes)])
+        model.compile(optimizer=keras.optimizers.Adam(float(t["lr"])))
+    trainable = sum(int(w.numpy().size) for w in student.trainable_weights)
+    return SimpleNamespace(recipe=recipe, model=model, student=student, image_size=image_size, plan=plan,
+                           train_ds=train_ds, val_ds=val_ds, cache=cache, trainable_params=trainable,
+                           unfreeze_blocks=t["unfreeze_blocks"], noise=recipe["noise"])
+
+
+def _building(train_cfg: dict):
+    """`distribute.building` (default strategy, the recipe's precision) where the package has it."""
+    import contextlib
+
+    try:
+        from pseudolabel import distribute
+    except ImportError:
+        return contextlib.nullcontext()
+    return distribute.building(None, train_cfg.get("mixed_precision", "auto"))
+
+
+def describe_student(s) -> str:
+    n = s.noise
+    noise = n["augment"] if n["augment"] != "randaugment" else (
+        f"randaugment ({n['randaugment_ops']} ops, magnitude {n['randaugment_magnitude']:g})")
+    blocks = "whole backbone" if s.unfreeze_blocks == "all" else f"top {s.unfreeze_blocks} blocks + head"
+    return (f"{s.recipe['model']['backbone']} at {s.image_size} px, {blocks} trainable "
+            f"({s.trainable_params / 1e6:.2f}M parameters), backbone BatchNorm "
+            f"{'frozen' if s.recipe['train']['freeze_bn'] else 'training'}; batches "
+            f"{s.plan['labeled_batch']} labeled + {s.plan['unlabeled_batch']} pseudo-labeled; noise {noise}")

@@ -1,0 +1,288 @@
+"""Input pipeline vs the model: is the model the bottleneck? Appends a section to BENCHMARKS.md.
+
+    python scripts/bench_pipeline.py                       # both parts, full sizes (5-10 min on 2 cores)
+    python scripts/bench_pipeline.py --quick --out /tmp/bench.md
+    python scripts/bench_pipeline.py --part labeling --images 4096 --repeats 5
+
+Both parts time, in ONE process and alternating the variants (A B A B ...) so drift hits both
+alike, the real pipeline against the same model fed from memory:
+
+(a) Pseudo-labeling: `pseudolabels.label_pools` over N real House Rooms JPEGs (unlabeled room
+    images), end to end -- files on disk -> tf.data decode -> teacher -> the written table (its
+    sha256 column, summary and read-back included) -- vs the same compiled forward that
+    label_pools uses (`pseudolabels._batch_predictor`, inference mode) on in-memory float32
+    batches of the same batch size and resolution, N images too. Model: EfficientNet-Lite0 at
+    224 px, real ImageNet weights, batch 64 (the `[pseudo]` default); the head is untrained, which
+    changes nothing about speed. A third variant, label_pools on a single batch, gives the fixed
+    cost of one label_pools call (tf.function tracing, pipeline set-up, file handling), so the
+    marginal throughput of large pools can be reported too. Target: end-to-end / model >= 0.9.
+
+(b) Student training: `NoisyStudent.fit` for K steps from the real input pipeline, built exactly
+    as `students.train_student` builds it (labeled + pseudo-labeled batches side by side,
+    RandAugment on both, decoded images cached) vs the same compiled train step fed the same
+    number of steps from in-memory tensors (a few real, already augmented batches, repeated).
+    Both go through `model.fit` (same Keras loop, no callbacks, no validation), after warm-up:
+    the train function is traced and the decode caches are full (steady state: every epoch after
+    the first). The trainable part follows the experiments' CPU setting (top 3 blocks + head,
+    backbone BatchNorm frozen; `--unfreeze-blocks all` trains the whole backbone as the paper
+    does). Target: pipeline / in-memory >= 0.9.
+
+Images per second count every image a step trains on (labeled + pseudo-labeled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import _bench_common as bc
+
+DEFAULT_STUDENT = bc.REPO / "students" / "efficientnet_lite0.toml"
+TARGET = 0.9
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=bc.DEFAULT_DATA, help="House Rooms folder (labels.csv inside)")
+    p.add_argument("--split", type=Path, default=bc.DEFAULT_SPLIT, help="fixed split CSV (student part)")
+    p.add_argument("--part", choices=("both", "labeling", "student"), default="both")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions of each variant, alternated")
+    g = p.add_argument_group("(a) pseudo-labeling")
+    g.add_argument("--backbone", default="efficientnet_lite0", help="teacher backbone (real ImageNet weights)")
+    g.add_argument("--model", type=Path, default=None, help="a saved teacher (.keras) instead of a fresh one")
+    g.add_argument("--images", type=int, default=2048, help="pool size N (real unlabeled JPEGs)")
+    g.add_argument("--batch-size", type=int, default=64)
+    g = p.add_argument_group("(b) student training")
+    g.add_argument("--recipe", type=Path, default=DEFAULT_STUDENT, help="student recipe")
+    g.add_argument("--unfreeze-blocks", default="3",
+                   help='trainable top blocks ("all": whole backbone); default 3 as the experiments on CPU')
+    g.add_argument("--pseudo", type=int, default=796,
+                   help="pseudo-labeled images (unlabeled Bedroom images, random soft targets); "
+                        "796 = the bedroom-pool experiment's pool")
+    g.add_argument("--steps", type=int, default=20, help="train steps per timed repetition")
+    bc.add_report_args(p)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.images, args.repeats, args.pseudo, args.steps = 128, 2, 48, 3
+    args.unfreeze_blocks = "all" if args.unfreeze_blocks == "all" else int(args.unfreeze_blocks)
+    return args
+
+
+# =========================================================================== (a) labeling
+
+
+def bench_labeling(args, workdir: Path) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from pseudolabel import data, pseudolabels
+    from pseudolabel.pipeline import load_images
+
+    class_names = list(data.HOUSE_ROOMS_CLASSES.names)
+    paths = bc.unlabeled_images(args.data)
+    if len(paths) < args.images:
+        raise SystemExit(f"only {len(paths)} unlabeled images under {args.data}; ask for --images <= that")
+    # Every room, not just the first folders: take every k-th image so the pool mixes them.
+    step = len(paths) // args.images
+    paths = paths[::step][:args.images]
+    n, bs = len(paths), args.batch_size
+    model, model_text = _teacher(args, len(class_names))
+    size = int(model.input_shape[1])
+    pool = data.Pool("bench", args.data, paths)
+    one_batch = data.Pool("bench", args.data, paths[:bs])
+
+    # Model only: the same compiled forward label_pools uses, on in-memory float32 batches
+    # (up to 4 distinct real batches, cycled; decoded once here, outside the timing).
+    predict = pseudolabels._batch_predictor(model, "none", size)
+    distinct = [tf.constant(load_images(paths[i:i + bs], size).astype(np.float32))
+                for i in range(0, min(n, 4 * bs), bs)]
+    sizes = [min(bs, n - i) for i in range(0, n, bs)]
+    batches = [distinct[k % len(distinct)][:m] for k, m in enumerate(sizes)]
+    bc.log("(a) warming up (tracing the compiled forward; first label_pools call)")
+    predict(batches[0]).numpy()
+    if sizes[-1] != bs:
+        predict(batches[-1]).numpy()
+    pseudolabels.label_pools(model, [one_batch], image_size=size, batch_size=bs, class_names=class_names,
+                             out_path=workdir / "warm.csv", progress=False)
+    # What every label_pools call pays to trace its own new function: first call - a steady call.
+    fresh = pseudolabels._batch_predictor(model, "none", size)
+    warm_started = time.perf_counter()
+    fresh(batches[0]).numpy()
+    trace_s = time.perf_counter() - warm_started
+    warm_started = time.perf_counter()
+    fresh(batches[0]).numpy()
+    trace_s -= time.perf_counter() - warm_started
+
+    counter = iter(range(10**6))
+
+    def label(pool_):
+        return lambda: pseudolabels.label_pools(model, [pool_], image_size=size, batch_size=bs,
+                                                class_names=class_names, out_path=workdir / f"t{next(counter)}.csv",
+                                                progress=False)
+
+    def model_only():
+        for x in batches:
+            predict(x).numpy()
+
+    bc.log(f"(a) timing: label_pools on {n} images, label_pools on {bs}, model only on {n}; "
+           f"{args.repeats} repetitions each, alternated")
+    times = bc.alternate({"label_pools": label(pool), "label_pools_one_batch": label(one_batch),
+                          "model_only": model_only}, args.repeats)
+    t_all, t_one, t_model = (bc.median(times[k]) for k in ("label_pools", "label_pools_one_batch", "model_only"))
+    rows = pseudolabels.read_pseudo_labels(workdir / "t0.csv")
+    assert len(rows) == n, f"the table has {len(rows)} rows for {n} images"
+    marginal = (n - bs) / (t_all - t_one) if n > bs and t_all > t_one else float("nan")
+    return {
+        "n": n, "batch_size": bs, "image_size": size, "model": model_text, "times": times,
+        "rate_pipeline": n / t_all, "rate_model": n / t_model, "ratio": (n / t_all) / (n / t_model),
+        "rate_marginal": marginal, "ratio_marginal": marginal / (n / t_model),
+        "fixed_s": t_one - bs / marginal if marginal == marginal else float("nan"), "trace_s": trace_s,
+        "pair_ratios": [m / a for a, m in zip(times["label_pools"], times["model_only"])],
+    }
+
+
+def _teacher(args, num_classes: int):
+    if args.model is not None:
+        import keras
+
+        return keras.models.load_model(args.model, compile=False), f"`{args.model}`"
+    from pseudolabel.backbones import create_model
+
+    model = create_model(args.backbone, num_classes)
+    return model, f"{args.backbone} (ImageNet weights, untrained head)"
+
+
+def labeling_section(r: dict) -> list[str]:
+    t = r["times"]
+    return [
+        f"### (a) Pseudo-labeling: JPEG files -> written table vs the model alone "
+        f"({r['model']}, {r['image_size']} px, batch {r['batch_size']})",
+        "",
+        "| variant | images | time: median (min-max) | images/s |",
+        "| --- | --- | --- | --- |",
+        f"| `label_pools`: files -> decode -> model -> table | {r['n']} | {bc.spread(t['label_pools'])} "
+        f"| {r['rate_pipeline']:.1f} |",
+        f"| model only: the same compiled forward on in-memory float32 batches | {r['n']} "
+        f"| {bc.spread(t['model_only'])} | {r['rate_model']:.1f} |",
+        f"| `label_pools` on one batch (fixed cost of a call) | {r['batch_size']} "
+        f"| {bc.spread(t['label_pools_one_batch'])} | - |",
+        "",
+        f"- End to end / model only: **{r['ratio']:.2f}** (per repetition pair: "
+        f"{', '.join(f'{x:.2f}' for x in r['pair_ratios'])}); {bc.verdict(r['ratio'], TARGET)}",
+        f"- Marginal rate of large pools (fixed per-call cost removed): {r['rate_marginal']:.1f} images/s, "
+        f"**{r['ratio_marginal']:.2f}** of the model alone; fixed cost of one `label_pools` call about "
+        f"{r['fixed_s']:.1f} s, of which tracing the forward about {r['trace_s']:.1f} s "
+        f"(label_pools compiles a new function every call)",
+        f"- The {r['n']} JPEGs are in the OS page cache after the first repetition (reading from a cold disk is "
+        f"`bench_scale.py`'s business); the table's sha256 column re-reads every file.",
+        "",
+    ]
+
+
+# =========================================================================== (b) student training
+
+
+def bench_student(args, workdir: Path) -> dict:
+    import tensorflow as tf
+
+    task, split_source = bc.load_house_rooms(args.data, args.split)
+    pseudo_paths = bc.unlabeled_images(args.data, rooms=("Bedroom",), limit=args.pseudo)
+    targets = bc.soft_targets(len(pseudo_paths), len(task.class_map.names))
+    s = bc.student_setup(args.recipe, task, pseudo_paths, targets, workdir / "student",
+                         overrides={"train": {"unfreeze_blocks": args.unfreeze_blocks}})
+    plan, model = s.plan, s.model
+    per_step = plan["labeled_batch"] + plan["unlabeled_batch"]
+    bc.log(f"(b) {bc.describe_student(s)}")
+
+    bc.log(f"(b) warming up: one epoch of data ({plan['steps_per_epoch']} steps) fills the decode caches")
+    started = time.perf_counter()
+    for _ in s.train_ds.take(plan["steps_per_epoch"]):
+        pass
+    fill_s = time.perf_counter() - started
+    # In memory: a few real (already augmented) batches of the same pipeline, stacked and repeated.
+    held = list(s.train_ds.take(4))
+    stacked = tf.nest.map_structure(lambda *xs: tf.stack(xs), *held)
+    memory_ds = tf.data.Dataset.from_tensor_slices(stacked).repeat().prefetch(2)
+    bc.log("(b) warming up: tracing the train step")
+    started = time.perf_counter()
+    model.fit(s.train_ds, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
+    trace_s = time.perf_counter() - started
+    model.fit(memory_ds, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
+
+    def fit(ds):
+        return lambda: model.fit(ds, epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False)
+
+    bc.log(f"(b) timing: {args.steps} steps from the pipeline vs from memory, {args.repeats} repetitions each")
+    times = bc.alternate({"pipeline": fit(s.train_ds), "in_memory": fit(memory_ds)}, args.repeats)
+    n = args.steps * per_step
+    t_pipe, t_mem = bc.median(times["pipeline"]), bc.median(times["in_memory"])
+    return {
+        "setup": bc.describe_student(s), "recipe": args.recipe, "split": split_source, "plan": plan,
+        "steps": args.steps, "images": n, "times": times, "fill_s": fill_s, "trace_s": trace_s,
+        "rate_pipeline": n / t_pipe, "rate_model": n / t_mem, "ratio": t_mem / t_pipe,
+        "pair_ratios": [m / p for p, m in zip(times["pipeline"], times["in_memory"])],
+    }
+
+
+def student_section(r: dict) -> list[str]:
+    t, plan = r["times"], r["plan"]
+    return [
+        f"### (b) Student training: input pipeline with augmentation vs in-memory batches",
+        "",
+        f"Student `{Path(r['recipe']).name}`: {r['setup']}. Labeled: the train split ({plan['n_labeled']} images); "
+        f"pseudo-labeled: {plan['n_pseudo']} unlabeled Bedroom images with random soft targets; "
+        f"{plan['steps_per_epoch']} steps make an epoch.",
+        "",
+        "| variant | steps | time: median (min-max) | images/s |",
+        "| --- | --- | --- | --- |",
+        f"| `fit` from the real pipeline (cached decode + RandAugment, zipped streams) | {r['steps']} "
+        f"| {bc.spread(t['pipeline'])} | {r['rate_pipeline']:.1f} |",
+        f"| `fit` from in-memory tensors (same train step) | {r['steps']} | {bc.spread(t['in_memory'])} "
+        f"| {r['rate_model']:.1f} |",
+        "",
+        f"- Pipeline / in memory: **{r['ratio']:.2f}** (per repetition pair: "
+        f"{', '.join(f'{x:.2f}' for x in r['pair_ratios'])}); {bc.verdict(r['ratio'], TARGET)}",
+        f"- Each repetition is one `fit` call, so its iterator starts with an empty prefetch buffer (once per "
+        f"{r['steps']} steps; a training's iterator lives across epochs).",
+        f"- Not timed: the first epoch's decoding (one pass of the data alone took {r['fill_s']:.1f} s) and "
+        f"tracing the train step ({r['trace_s']:.1f} s for the first step).",
+        "",
+    ]
+
+
+# =========================================================================== main
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command, machine_text = bc.command_line(), bc.machine()
+    started = time.perf_counter()
+    import tensorflow as tf
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
+        if args.part in ("both", "labeling"):
+            results["labeling"] = bench_labeling(args, Path(tmp) / "labeling")
+        if args.part in ("both", "student"):
+            results["student"] = bench_student(args, Path(tmp))
+    lines = bc.section_head(
+        "Input pipeline vs model benchmark" + (" (QUICK, not results)" if args.quick else ""), command, machine_text,
+        f"Data: {args.data}; TensorFlow {tf.__version__}, {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
+        f"intra-op threads; {args.repeats} repetitions of each variant, alternated; whole script "
+        f"{(time.perf_counter() - started) / 60:.1f} min",
+    )
+    lines += bc.quick_note(args.quick)
+    if "labeling" in results:
+        lines += labeling_section(results["labeling"])
+    if "student" in results:
+        lines += student_section(results["student"])
+    section = "\n".join(lines)
+    bc.append_report(args.report, section)
+    print("\n" + section)
+    print(f"appended to {args.report}")
+
+
+if __name__ == "__main__":
+    main()
