@@ -30,6 +30,11 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "drop_connect_rate": 0.2,
 }
 
+# Under a tf.distribute strategy (pseudolabel.distribute): `batch_size` is per replica, and the
+# learning rate(s) are multiplied by the number of replicas unless `scale_lr` is false.
+# `mixed_precision`: "auto" (mixed_float16 on a GPU, float32 on a CPU), "mixed_float16", "float32".
+DISTRIBUTE_DEFAULTS: dict[str, Any] = {"scale_lr": True, "mixed_precision": "auto"}
+
 TEACHER_DEFAULTS: dict[str, Any] = {
     "model": MODEL_DEFAULTS,
     "train": {
@@ -46,6 +51,7 @@ TEACHER_DEFAULTS: dict[str, Any] = {
         "unfreeze_blocks": 2,
         "class_weight": "balanced",  # "balanced" or "none"
         "tta": "none",  # evaluation: none | flip | ten_crop
+        **DISTRIBUTE_DEFAULTS,
     },
 }
 
@@ -65,6 +71,7 @@ STUDENT_DEFAULTS: dict[str, Any] = {
         "unfreeze_blocks": "all",
         "tta": "none",
         "pseudo_cache_mb": 2048,  # decoded pseudo-labeled images cached in memory up to this, else on disk
+        **DISTRIBUTE_DEFAULTS,
     },
     "noise": {
         "augment": "randaugment",

@@ -13,22 +13,33 @@ Resuming is at round granularity: a model whose `metrics.json` exists is finishe
 last, atomically) and a table that exists is complete (written atomically), so rerunning the same
 experiment redoes nothing that finished and continues what did not (training resumes from its
 backup inside the run directory).
+
+Under a multi-worker strategy every worker runs the whole experiment: the models train in sync,
+and each worker pseudo-labels the pools itself (label very large pools with `pseudolabel label
+--shard` instead). Non-chief workers keep their files in `<run dir>/worker-<i>`
+(`distribute.worker_dir`); only the chief writes the report.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
 from pseudolabel.config import load_recipe
 
 
-def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = ()) -> dict:
-    """Run (or resume) every round of `experiment` (from `config.load_experiment`)."""
+def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = (), strategy=None) -> dict | None:
+    """Run (or resume) every round of `experiment` (from `config.load_experiment`); every model
+    trains under `strategy` (a `tf.distribute.Strategy` or a name; None: "auto"). Returns the
+    report's summary (None on a non-chief worker, which writes no report)."""
+    from pseudolabel import distribute
     from pseudolabel.data import load_task
     from pseudolabel.report import compare_runs
 
     started = time.perf_counter()
+    strategy = distribute.resolve_strategy(strategy)
+    mine = functools.partial(distribute.worker_dir, strategy=strategy)  # where this worker's files are
     out = Path(experiment["output"])
     out.mkdir(parents=True, exist_ok=True)
     task = load_task(experiment["data"])
@@ -36,19 +47,21 @@ def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = ()) -> d
 
     teacher_dir = out / "round0_teacher"
     teacher_recipe = load_recipe(experiment["teacher"]["recipe"], "teacher", experiment["teacher"]["overrides"])
-    train_teacher_once(teacher_recipe, task, teacher_dir)
+    train_teacher_once(teacher_recipe, task, teacher_dir, strategy)
     run_dirs = [teacher_dir]
 
-    teacher_model = teacher_dir / "model.keras"
+    teacher_model = mine(teacher_dir) / "model.keras"
     for i, recipe_path in enumerate(experiment["students"]["recipes"], start=1):
         recipe = load_recipe(recipe_path, "student", experiment["students"]["overrides"])
         round_dir = out / f"round{i}_{recipe['model']['backbone']}"
-        table = label_once(teacher_model, pools, task, round_dir / "pseudo_labels.csv", experiment["pseudo"])
-        train_student_once(recipe, task, table, round_dir, experiment["pseudo"])
+        table = label_once(teacher_model, pools, task, mine(round_dir) / "pseudo_labels.csv", experiment["pseudo"])
+        train_student_once(recipe, task, table, round_dir, experiment["pseudo"], strategy)
         run_dirs.append(round_dir)
         if experiment["students"]["student_teaches"]:
-            teacher_model = round_dir / "model.keras"
+            teacher_model = mine(round_dir) / "model.keras"
 
+    if not distribute.is_chief(strategy):
+        return None
     summary = compare_runs(run_dirs, out / "report")
     print(f"experiment '{experiment['name']}': {len(run_dirs)} models in {time.perf_counter() - started:.0f} s; "
           f"report: {out / 'report' / 'compare.md'}")
@@ -70,13 +83,14 @@ def prepare_pools(pool_cfgs: list[dict], task, out: Path) -> list:
     return pools
 
 
-def train_teacher_once(recipe: dict, task, run_dir: Path) -> None:
+def train_teacher_once(recipe: dict, task, run_dir: Path, strategy=None) -> None:
+    from pseudolabel.distribute import worker_dir
     from pseudolabel.training import train_teacher
 
-    if (run_dir / "metrics.json").exists():
+    if (worker_dir(run_dir, strategy) / "metrics.json").exists():
         print(f"teacher: finished earlier ({run_dir})")
         return
-    train_teacher(recipe, task, run_dir)
+    train_teacher(recipe, task, run_dir, strategy=strategy)
 
 
 def label_once(model_path: Path, pools: list, task, table: Path, pseudo_cfg: dict) -> Path:
@@ -93,10 +107,11 @@ def label_once(model_path: Path, pools: list, task, table: Path, pseudo_cfg: dic
     return table
 
 
-def train_student_once(recipe: dict, task, table: Path, run_dir: Path, pseudo_cfg: dict) -> None:
+def train_student_once(recipe: dict, task, table: Path, run_dir: Path, pseudo_cfg: dict, strategy=None) -> None:
+    from pseudolabel.distribute import worker_dir
     from pseudolabel.students import train_student
 
-    if (run_dir / "metrics.json").exists():
+    if (worker_dir(run_dir, strategy) / "metrics.json").exists():
         print(f"student {recipe['model']['backbone']}: finished earlier ({run_dir})")
         return
-    train_student(recipe, task, table, run_dir, pseudo_cfg=pseudo_cfg)
+    train_student(recipe, task, table, run_dir, pseudo_cfg=pseudo_cfg, strategy=strategy)

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from pseudolabel.config import PSEUDO_DEFAULTS
+from pseudolabel.distribute import replica_share
 from pseudolabel.pseudolabels import (
     PseudoLabelError,
     describe_selection,
@@ -57,7 +58,8 @@ class NoisyStudent(keras.Model):
     `y_l` are one-hot (or smoothed) labels, `y_u` soft pseudo-label targets, both `[B, K]`.
     `class_weight` (`[K]`, optional) weights each labeled image by its class: per-sample weight
     `sum_k y_k w_k`. The labeled element may also carry explicit sample weights `(x_l, y_l, w_l)`.
-    Losses are means over the batch (Keras' sum_over_batch_size). Save `.student`, not this wrapper.
+    Losses are means over the batch (Keras' sum_over_batch_size; over the global batch under a
+    tf.distribute strategy). Save `.student`, not this wrapper.
     """
 
     def __init__(self, student: keras.Model, *, unlabeled_weight: float = 1.0, class_weight=None, **kwargs):
@@ -105,8 +107,13 @@ class NoisyStudent(keras.Model):
                 loss = labeled_loss
             if self.student.losses:  # weight regularisers, if a backbone has any
                 loss = loss + tf.add_n(self.student.losses)
+            # Under a tf.distribute strategy this step runs per replica on its share of the global
+            # batch and the optimizer SUMS the replicas' gradients: `replica_share` (loss / replicas)
+            # makes the update that of the global-batch mean. `scale_loss`: the LossScaleOptimizer's
+            # factor under mixed_float16 (its `apply` divides it out again).
+            scaled_loss = self.optimizer.scale_loss(replica_share(loss))
         variables = self.student.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        self.optimizer.apply(tape.gradient(scaled_loss, variables), variables)
         self.loss_tracker.update_state(loss)
         self.labeled_loss_tracker.update_state(labeled_loss)
         self.unlabeled_loss_tracker.update_state(unlabeled_loss)
@@ -161,7 +168,7 @@ def _cross_entropy(y_true, probs, sample_weight=None):
 
 
 def train_student(recipe: dict, task, pseudo_table_path, run_dir, *, pseudo_cfg: dict | None = None,
-                  resume: bool = True, verbose="auto") -> dict:
+                  resume: bool = True, verbose="auto", strategy=None) -> dict:
     """Train (or resume, or just report) a Noisy Student from `recipe` on `task` + a pseudo-label table.
 
     `recipe` from `config.load_recipe(path, "student")`; `pseudo_cfg` the experiment's `[pseudo]`
@@ -170,11 +177,15 @@ def train_student(recipe: dict, task, pseudo_table_path, run_dir, *, pseudo_cfg:
     pseudo_labels_report.json (counts per class and pool before/after filtering),
     pseudo_labels_selected.csv, history.csv, best.weights.h5, backup/ (while training),
     model.keras (the plain student), test/val predictions, metrics.json.
+    `strategy`: a `tf.distribute.Strategy` or a name for `distribute.get_strategy` (None: "auto");
+    `train.batch_size` is per replica (both batches scale with the replicas) and `train.lr` is
+    scaled (`distribute.scaled_train_config`). A non-chief worker writes into `run_dir/worker-<i>`.
     """
-    from pseudolabel import training
+    from pseudolabel import distribute, training
 
     started = time.perf_counter()
-    run_dir = Path(run_dir)
+    strategy = distribute.resolve_strategy(strategy)
+    run_dir = distribute.worker_dir(run_dir, strategy)
     if resume and (run_dir / training.METRICS_JSON).exists():
         metrics = read_json(run_dir / training.METRICS_JSON)
         print(f"student: finished earlier\n{training.format_summary(metrics, run_dir)}")
@@ -186,11 +197,12 @@ def train_student(recipe: dict, task, pseudo_table_path, run_dir, *, pseudo_cfg:
 
     table_path = Path(pseudo_table_path)
     pseudo_paths, pseudo_targets, report = _select(table_path, class_names, pseudo_cfg, seed=int(t["seed"]))
-    student = training.build_model(recipe, len(class_names))
+    student = training.build_model(recipe, len(class_names), strategy)
     image_size = int(student.input_shape[1])
     _set_trainable(student, freeze_bn=bool(t["freeze_bn"]), unfreeze_blocks=t["unfreeze_blocks"])
     plan = batch_plan(len(task.split.subset("train")[0]), len(pseudo_paths), int(t["batch_size"]),
-                      float(t["unlabeled_ratio"]))
+                      float(t["unlabeled_ratio"]), replicas=distribute.num_replicas(strategy))
+    scaled = distribute.scaled_train_config(t, strategy, ("lr",))
     cache = pseudo_cache(len(pseudo_paths), image_size, float(t["pseudo_cache_mb"]), run_dir)
 
     weight_u = unlabeled_weight(t)
@@ -205,9 +217,10 @@ def train_student(recipe: dict, task, pseudo_table_path, run_dir, *, pseudo_cfg:
 
     train_ds, val_ds, train_y = _datasets(recipe, task, pseudo_paths, pseudo_targets, image_size, plan, cache)
     weights = training.class_weights(train_y, len(class_names), t["class_weight"])
-    model = NoisyStudent(student, unlabeled_weight=weight_u,
-                         class_weight=None if weights is None else [weights[k] for k in range(len(class_names))])
-    model.compile(optimizer=keras.optimizers.Adam(float(t["lr"])))
+    with distribute.building(strategy, t["mixed_precision"]):  # its trackers and optimizer: in the scope
+        model = NoisyStudent(student, unlabeled_weight=weight_u,
+                             class_weight=None if weights is None else [weights[k] for k in range(len(class_names))])
+        model.compile(optimizer=keras.optimizers.Adam(float(scaled["lr"])))
     resumed_at = training.resume_epoch(run.path)
     if resumed_at is not None:
         print(f"student: resuming from the backup at epoch {resumed_at + 1} ({run.file(training.BACKUP_DIR)})")
@@ -229,6 +242,7 @@ def train_student(recipe: dict, task, pseudo_table_path, run_dir, *, pseudo_cfg:
         "pseudo_labels": config["pseudo_labels"],
         "batches": plan,
         "unlabeled_weight": weight_u,
+        "distribute": distribute.describe_training(strategy, scaled, student),
         "epochs": int(history.epoch[-1]) + 1 if history.epoch else resumed_at,
         "resumed_at_epoch": resumed_at,
         "split_hash": task.split.hash,
@@ -261,7 +275,7 @@ def _select(table_path: Path, class_names: list[str], cfg: dict, *, seed: int):
 def _set_trainable(student, *, freeze_bn: bool, unfreeze_blocks: int | str = "all") -> None:
     """Whole student trainable (or its top `unfreeze_blocks` blocks + head); with `freeze_bn`, or
     when only some blocks train, the backbone's BN layers stay in inference mode."""
-    from pseudolabel.backbones import block_names, unfreeze_top_blocks
+    from pseudolabel.backbones import block_names, nested_layers, unfreeze_top_blocks
     from pseudolabel.config import ConfigError
 
     n_blocks = len(block_names(student.get_layer("backbone")))
@@ -276,15 +290,8 @@ def _set_trainable(student, *, freeze_bn: bool, unfreeze_blocks: int | str = "al
         unfreeze_top_blocks(student, n)
     else:
         # Layer by layer: in Keras 3 a parent's `trainable = True` leaves children frozen earlier.
-        for layer in _nested_layers(student):
+        for layer in nested_layers(student):
             layer.trainable = True
-
-
-def _nested_layers(model):
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from _nested_layers(layer)
 
 
 def unlabeled_weight(train_cfg: dict) -> float:
@@ -300,17 +307,18 @@ def unlabeled_weight(train_cfg: dict) -> float:
     return float(weight)
 
 
-def batch_plan(n_labeled: int, n_pseudo: int, batch_size: int, ratio: float) -> dict:
+def batch_plan(n_labeled: int, n_pseudo: int, batch_size: int, ratio: float, replicas: int = 1) -> dict:
     """Labeled batch b, pseudo-labeled batch round(ratio * b) (>= 1), and steps so that one epoch
-    covers the larger of the two sets once."""
+    covers the larger of the two sets once. `batch_size` is per replica: the batches returned are
+    global (x `replicas`), so every replica gets b and round(ratio * b) images of each step."""
     if batch_size < 1 or ratio <= 0:
         raise ValueError(f"batch_size must be >= 1 and unlabeled_ratio > 0, got {batch_size}, {ratio}")
     if n_labeled < 1 or n_pseudo < 1:
         raise ValueError(f"need labeled and pseudo-labeled images, got {n_labeled} and {n_pseudo}")
-    unlabeled = max(1, round(ratio * batch_size))
-    steps = max(math.ceil(n_labeled / batch_size), math.ceil(n_pseudo / unlabeled))
-    return {"labeled_batch": int(batch_size), "unlabeled_batch": int(unlabeled), "steps_per_epoch": int(steps),
-            "n_labeled": int(n_labeled), "n_pseudo": int(n_pseudo)}
+    labeled, unlabeled = batch_size * replicas, max(1, round(ratio * batch_size)) * replicas
+    steps = max(math.ceil(n_labeled / labeled), math.ceil(n_pseudo / unlabeled))
+    return {"labeled_batch": int(labeled), "unlabeled_batch": int(unlabeled), "steps_per_epoch": int(steps),
+            "n_labeled": int(n_labeled), "n_pseudo": int(n_pseudo), "replicas": int(replicas)}
 
 
 def pseudo_cache(n_rows: int, image_size: int, budget_mb: float, run_dir: Path) -> str | Path:

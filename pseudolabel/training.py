@@ -15,6 +15,9 @@ Teacher, as in the Keras transfer-learning tutorials but reproducible and cheap 
   backbone's keep their ImageNet statistics, the head's those of the clean phase-1 features),
   with `BackupAndRestore` so a killed run continues after its last finished epoch.
 - The best weights over both phases (lowest val_loss) are evaluated on the test split.
+- Under a tf.distribute strategy (`strategy=`, see distribute.py) both phases run on every
+  replica: the features are extracted with the strategy's `predict`, the head (built and compiled
+  in its scope) fits them with the global batch, and phase 2 likewise; evaluation predicts locally.
 
 Run directory (every file written atomically, `rundir.atomic_path`):
     config.json, provenance.json   RunDir: resolved recipe; split hash, seed, versions, command
@@ -434,20 +437,28 @@ def _weights_arg(weights):
     return None if isinstance(weights, str) and weights.lower() == "none" else weights
 
 
-def build_model(recipe: dict, num_classes: int):
-    """The classifier a recipe's `[model]` table describes (teacher or student)."""
+def build_model(recipe: dict, num_classes: int, strategy=None):
+    """The classifier a recipe's `[model]` table describes (teacher or student), built in the
+    scope of `strategy` (default: none) with the recipe's `train.mixed_precision`; BatchNorm
+    layers use the global batch statistics when there are several replicas (distribute.py)."""
     from pseudolabel.backbones import create_model
+    from pseudolabel.distribute import building, synchronize_batchnorm
 
     m = recipe["model"]
-    return create_model(m["backbone"], num_classes, image_size=_resolved_image_size(m),
-                        weights=_weights_arg(m["weights"]), dropout=m["dropout"],
-                        drop_connect_rate=m["drop_connect_rate"])
+    with building(strategy, recipe["train"].get("mixed_precision", "auto")):
+        model = create_model(m["backbone"], num_classes, image_size=_resolved_image_size(m),
+                             weights=_weights_arg(m["weights"]), dropout=m["dropout"],
+                             drop_connect_rate=m["drop_connect_rate"])
+    synchronize_batchnorm(model, strategy)
+    return model
 
 
 def _compile(model, learning_rate: float) -> None:
-    # The same loss and metrics in both phases: history.csv keeps one set of columns.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+    # The same loss and metrics in both phases: history.csv keeps one set of columns. The
+    # optimizer belongs in the scope of the strategy the model was built under.
+    with model.distribute_strategy.scope():
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
 
 
 def weights_fingerprint(model) -> str:
@@ -623,11 +634,15 @@ def _check_same_recipe(run_dir: Path, recipe: dict) -> None:
     config = run_dir / "config.json"
     if not config.exists():
         return
+    from pseudolabel.config import TEACHER_DEFAULTS
+
     old = read_json(config)
+    # A key the run's config.json predates counts as its default (e.g. train.scale_lr).
     changed = sorted(
         f"{table}.{key}" for table in ("model", "train")
         for key in set(old.get(table, {})) | set(recipe[table])
-        if old.get(table, {}).get(key) != json.loads(json.dumps(recipe[table].get(key)))
+        if old.get(table, {}).get(key, TEACHER_DEFAULTS[table].get(key))
+        != json.loads(json.dumps(recipe[table].get(key)))
     )
     if changed:
         raise ConfigError(f"{run_dir} was started with another recipe (changed: {', '.join(changed)}); "
@@ -647,15 +662,21 @@ def _n_images(task) -> dict[str, int]:
     return {name: len(_task_subset(task, name)[0]) for name in ("train", "val", "test")}
 
 
-def train_teacher(recipe: dict, task, run_dir, *, resume: bool = True, verbose="auto") -> dict:
+def train_teacher(recipe: dict, task, run_dir, *, resume: bool = True, verbose="auto", strategy=None) -> dict:
     """Train (or resume, or just report) the supervised teacher of `recipe` on `task`; return metrics.
 
     `recipe` comes from `config.load_recipe(path, "teacher")`; `task` has `root`, `class_map`,
     `split` (`subset(name)`, `hash`). Rerunning on the same `run_dir` skips a finished phase 1,
     resumes phase 2 from its backup, and only reports a finished run (metrics.json exists).
+    `strategy`: a `tf.distribute.Strategy` or a name for `distribute.get_strategy` (None: "auto");
+    both phases train under it, with the batch size per replica and learning rates scaled
+    (`distribute.scaled_train_config`). A non-chief worker writes into `run_dir/worker-<i>`.
     """
+    from pseudolabel import distribute
+
     started = time.perf_counter()
-    run_dir = Path(run_dir)
+    strategy = distribute.resolve_strategy(strategy)
+    run_dir = distribute.worker_dir(run_dir, strategy)
     if resume and (run_dir / METRICS_JSON).exists():
         _check_same_recipe(run_dir, recipe)   # a finished run must not pass for another recipe's
         metrics = read_json(run_dir / METRICS_JSON)
@@ -665,12 +686,14 @@ def train_teacher(recipe: dict, task, run_dir, *, resume: bool = True, verbose="
     t = recipe["train"]
     keras.utils.set_random_seed(int(t["seed"]))
     image_size = _resolved_image_size(recipe["model"])
-    model = build_model(recipe, len(task.class_map.names))
+    model = build_model(recipe, len(task.class_map.names), strategy)
+    # The phases train with the global batch and scaled rates; config.json keeps the recipe as written.
+    scaled = {**recipe, "train": distribute.scaled_train_config(t, strategy, ("phase1_lr", "phase2_lr"))}
 
-    phase1 = _phase1_once(model, recipe, task, run, image_size=image_size, verbose=verbose)
+    phase1 = _phase1_once(model, scaled, task, run, image_size=image_size, verbose=verbose)
     phase2 = None
     if int(t["phase2_epochs"]) > 0:
-        phase2 = _phase2_once(model, recipe, task, run, image_size=image_size, start_epoch=phase1["epochs"],
+        phase2 = _phase2_once(model, scaled, task, run, image_size=image_size, start_epoch=phase1["epochs"],
                               verbose=verbose)
     load_best(model, run.path, BEST_WEIGHTS)
     save_model(model, run.file(MODEL_FILE))
@@ -684,6 +707,7 @@ def train_teacher(recipe: dict, task, run_dir, *, resume: bool = True, verbose="
         "epochs": {"phase1": phase1["epochs"], "phase2": (phase2 or {}).get("last_epoch", 0)},
         "phase1": phase1,
         "phase2": phase2,
+        "distribute": distribute.describe_training(strategy, scaled["train"], model),
         "split_hash": task.split.hash,
     }
     metrics = evaluate_and_save(model, task, run.path, image_size=image_size, batch_size=t["batch_size"],

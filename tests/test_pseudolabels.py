@@ -353,3 +353,120 @@ def test_cli_label_refuses_a_model_with_other_classes(synthetic_root, tmp_path):
                                        "--pool", str(synthetic_root / "Pool"), "--out", str(tmp_path / "p.csv")])
     assert result.exit_code == 1 and "predicts 3 classes" in result.output
     assert not (tmp_path / "p.csv").exists()
+
+
+# --------------------------------------------------------------------------- sharded labeling
+
+
+@pytest.fixture
+def two_pools(synthetic_root):
+    """Two pools (41 images in all, one corrupt: skipped), the second out of name order."""
+    from pseudolabel.data import Pool
+
+    (synthetic_root / "Pool" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    images = sorted((synthetic_root / "Pool").glob("*.jpg"))
+    return [Pool("A", synthetic_root / "Pool", images[:17]), Pool("B", synthetic_root / "Pool", images[17:][::-1])]
+
+
+def label_in_shards(teacher, pools, out, count):
+    from pseudolabel.pseudolabels import part_path
+
+    for index in range(count):
+        part = label(teacher, pools, out, shard=(index, count))
+        assert len(part) > 0 and part_path(out, index, count).exists()
+    assert not out.exists()  # parts only, until merged
+    return [part_path(out, index, count) for index in range(count)]
+
+
+def test_three_shards_merge_to_the_unsharded_table(teacher, two_pools, tmp_path):
+    from pseudolabel.pseudolabels import merge_pseudo_label_parts
+
+    whole = label(teacher, two_pools, tmp_path / "whole" / "pseudo.csv")
+    parts = label_in_shards(teacher, two_pools, tmp_path / "sharded" / "pseudo.csv", 3)
+    assert [p.name for p in parts] == [f"pseudo.part-00{i}-of-003.csv" for i in range(3)]
+    assert sorted(len(read_pseudo_labels(p)) for p in parts) == [13, 13, 14]  # 41 images, 1 skipped
+
+    merged = merge_pseudo_label_parts(tmp_path / "sharded" / "pseudo.csv", progress=False)
+    again = read_pseudo_labels(tmp_path / "sharded" / "pseudo.csv")
+    for table in (merged, again):
+        assert table.images == whole.images and table.pools == whole.pools and table.sha256 == whole.sha256
+        np.testing.assert_allclose(table.probs, whole.probs, atol=1e-6)
+    assert (sidecar(tmp_path / "sharded" / "pseudo.csv", "skipped").read_text()
+            == sidecar(tmp_path / "whole" / "pseudo.csv", "skipped").read_text())
+    summaries = [json.loads(sidecar(tmp_path / d / "pseudo.csv", "summary").read_text()) for d in ("whole", "sharded")]
+    assert summaries[1].pop("shards")["count"] == 3
+    assert {**summaries[0], "table": None} == {**summaries[1], "table": None}
+
+
+def test_a_missing_or_duplicate_shard_is_refused(teacher, two_pools, tmp_path):
+    import shutil
+
+    from pseudolabel.pseudolabels import merge_pseudo_label_parts
+
+    out = tmp_path / "pseudo.csv"
+    parts = label_in_shards(teacher, two_pools, out, 3)
+    copy = tmp_path / "copy" / "pseudo.part-002-of-003.csv"  # shard 0's part, under shard 2's name
+    copy.parent.mkdir()
+    for kind in ("skipped", "summary"):
+        shutil.copy(sidecar(parts[0], kind), sidecar(copy, kind))
+    shutil.copy(parts[0], copy)
+    with pytest.raises(PseudoLabelError, match=r"duplicate shard\(s\): shard 0 of 3 in pseudo.part-000-of-003.csv, "
+                                               r"pseudo.part-002-of-003.csv"):
+        merge_pseudo_label_parts(out, [parts[0], parts[1], copy])
+    with pytest.raises(PseudoLabelError, match=r"missing shard\(s\) 2 of 3: expected pseudo.part-002-of-003.csv"):
+        merge_pseudo_label_parts(out, parts[:2])
+    parts[1].unlink()
+    with pytest.raises(PseudoLabelError, match=r"missing shard\(s\) 1 of 3"):
+        merge_pseudo_label_parts(out)  # the parts found beside the table
+    label(teacher, two_pools, out, shard=(1, 2))  # a stale part of another sharding beside them
+    with pytest.raises(PseudoLabelError, match="differ in shard count"):
+        merge_pseudo_label_parts(out)
+    assert not out.exists()
+
+
+def test_parts_of_another_pool_list_are_refused(teacher, two_pools, tmp_path):
+    from pseudolabel.data import Pool
+    from pseudolabel.pseudolabels import merge_pseudo_label_parts, part_path
+
+    out = tmp_path / "pseudo.csv"
+    label(teacher, two_pools, out, shard=(0, 2))
+    other = [Pool("A", p.folder, p.images[:-1]) if p.name == "A" else p for p in two_pools]
+    label(teacher, other, out, shard=(1, 2))
+    with pytest.raises(PseudoLabelError, match="differ in pool image count"):
+        merge_pseudo_label_parts(out, [part_path(out, 0, 2), part_path(out, 1, 2)])
+
+
+def test_parse_shard():
+    from pseudolabel.pseudolabels import parse_shard
+
+    assert parse_shard("0/3") == (0, 3) and parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "-1/3", "1", "a/b", "0/0"):
+        with pytest.raises(PseudoLabelError, match="INDEX/COUNT"):
+            parse_shard(bad)
+
+
+def test_cli_label_in_shards_then_merge(teacher, synthetic_root, tmp_path):
+    from click.testing import CliRunner
+
+    from pseudolabel.cli import main
+    from pseudolabel.training import save_model
+
+    save_model(teacher, tmp_path / "teacher" / "model.keras")
+    common = ["label", "--model", str(tmp_path / "teacher"), "--root", str(synthetic_root),
+              "--pool", str(synthetic_root / "Pool")]
+    assert CliRunner().invoke(main, [*common, "--out", str(tmp_path / "whole.csv")]).exit_code == 0
+    out = tmp_path / "sharded" / "pseudo.csv"
+    for shard in ("0/2", "1/2"):
+        result = CliRunner().invoke(main, [*common, "--out", str(out), "--shard", shard])
+        assert result.exit_code == 0, result.output
+        assert f"pseudolabel merge-labels {out}" in result.output
+    result = CliRunner().invoke(main, ["merge-labels", str(out)])
+    assert result.exit_code == 0, result.output
+    whole, merged = read_pseudo_labels(tmp_path / "whole.csv"), read_pseudo_labels(out)
+    assert merged.images == whole.images and np.allclose(merged.probs, whole.probs, atol=1e-6)
+    bad = CliRunner().invoke(main, [*common, "--out", str(out), "--shard", "2/2"])
+    assert bad.exit_code == 2 and "INDEX/COUNT" in bad.output
+    out.unlink()
+    (out.parent / "pseudo.part-001-of-002.csv").unlink()
+    missing = CliRunner().invoke(main, ["merge-labels", str(out)])
+    assert missing.exit_code == 1 and "missing shard(s) 1 of 2" in missing.output and not out.exists()

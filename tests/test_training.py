@@ -231,6 +231,19 @@ def test_unfinished_teacher_continues_only_on_its_split_and_recipe(teacher_run, 
         (run_dir / "metrics.keep").rename(run_dir / "metrics.json")
 
 
+def test_a_run_older_than_a_recipe_key_resumes_when_the_key_is_at_its_default(tmp_path):
+    from pseudolabel.training import _check_same_recipe
+
+    recipe = config.load_recipe(write_recipe(tmp_path / "t.toml"), "teacher")
+    old = json.loads(json.dumps(recipe))
+    del old["train"]["scale_lr"], old["train"]["mixed_precision"]  # keys added after this run started
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    _check_same_recipe(tmp_path, recipe)
+    recipe["train"]["scale_lr"] = False
+    with pytest.raises(config.ConfigError, match=r"changed: train.scale_lr"):
+        _check_same_recipe(tmp_path, recipe)
+
+
 # A teacher in its own process, so the test can SIGKILL it. With SLOW set, every phase-2 epoch ends
 # with a pause (after the backup is written) so the kill lands inside phase 2, not after it.
 KILLABLE = textwrap.dedent("""

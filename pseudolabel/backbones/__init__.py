@@ -25,6 +25,7 @@ from pseudolabel.backbones.factory import (
 from pseudolabel.backbones.freezing import (
     block_names,
     freeze_backbone,
+    nested_layers,
     trainable_summary,
     unfreeze_top_blocks,
 )
@@ -33,5 +34,5 @@ from pseudolabel.backbones.weights import WeightsUnavailableError
 __all__ = [
     "BackboneSpec", "WeightsUnavailableError", "backbone_name", "block_names", "create_backbone",
     "create_head", "create_imagenet_classifier", "create_model", "describe", "freeze_backbone",
-    "get_spec", "list_backbones", "register_backbone", "trainable_summary", "unfreeze_top_blocks",
+    "get_spec", "list_backbones", "nested_layers", "register_backbone", "trainable_summary", "unfreeze_top_blocks",
 ]

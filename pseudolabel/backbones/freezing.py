@@ -31,6 +31,14 @@ def block_names(backbone) -> list[str]:
     return names
 
 
+def nested_layers(model):
+    """Every layer of `model`, depth first, nested models' layers included."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from nested_layers(layer)
+
+
 def freeze_backbone(model) -> None:
     """Only the head trains (phase 1 of transfer learning)."""
     model.trainable = True

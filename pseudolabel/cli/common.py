@@ -54,6 +54,19 @@ def data_config(experiment=None, root=None, labels=None, split=None, classes=Non
     return cfg
 
 
+def strategy_option(func):
+    """--strategy: the tf.distribute strategy the models train under (pseudolabel.distribute)."""
+    from pseudolabel.distribute import STRATEGIES
+
+    choices = "; ".join(f"{name}: {help}" for name, (_, help) in STRATEGIES.items())
+    return click.option(
+        "--strategy", type=click.Choice(list(STRATEGIES)), default="auto", show_default=True,
+        help=f"Where training runs ({choices}). The recipe's train.batch_size is per replica (global batch = "
+             "batch_size x replicas) and learning rates are multiplied by the replicas unless "
+             "train.scale_lr = false.",
+    )(func)
+
+
 def fail_cleanly(func):
     """Turn the project's own errors (bad data, bad config) into a one-line message, exit code 1."""
 

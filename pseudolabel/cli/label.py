@@ -1,4 +1,5 @@
-"""`pseudolabel label` (teacher -> pseudo-label table) and `pseudolabel student` (Noisy Student).
+"""`pseudolabel label` (teacher -> pseudo-label table), `pseudolabel merge-labels` (shards -> table)
+and `pseudolabel student` (Noisy Student).
 
 Thin over `pseudolabel.pseudolabels` and `pseudolabel.students`; TensorFlow is imported inside
 the commands so `--help` stays fast.
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.common import data_config, data_options, fail_cleanly, parse_overrides
+from pseudolabel.cli.common import data_config, data_options, fail_cleanly, parse_overrides, strategy_option
 
 TTA_CHOICES = click.Choice(["none", "flip", "ten_crop"])
 
@@ -31,15 +32,22 @@ TTA_CHOICES = click.Choice(["none", "flip", "ten_crop"])
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The pseudo-label table to write (CSV). Beside it: OUT.skipped.csv (unreadable "
                    "images), OUT.summary.json, OUT.pools.csv/.json (what each pool kept and excluded).")
+@click.option("--shard", default=None, metavar="INDEX/COUNT", callback=lambda ctx, param, value: _shard(value),
+              help="Label only shard INDEX of COUNT (0-based, e.g. 0/3 on the first of three machines): the "
+                   "images at positions INDEX, INDEX+COUNT, ... of the pools' image list, written to "
+                   "OUT's part OUT.part-III-of-NNN.csv. Give every machine the same pools and options; "
+                   "then `pseudolabel merge-labels OUT` joins the parts.")
 @fail_cleanly
 def label(model_path, experiment, root, labels, split, classes, allow_split_change, pools, glob, tta,
-          batch_size, out):
+          batch_size, out, shard):
     """Pseudo-label unlabeled pools with a teacher model (no noise: inference mode, no augmentation).
 
     Every pool is scanned, and every labeled image (train, val AND test) and its near-duplicates
     are dropped first, so no test image reaches training through a pool. Each readable image gets
     one row: image, pool, sha256 of the file, the teacher's probabilities, confidence and predicted
     class. Unreadable images are skipped and listed, never fatal. The table is written atomically.
+    With --shard, every machine checks the whole pools against the labeled images (cheap: ~2 ms an
+    image) and labels only its share.
     """
     import keras
 
@@ -60,7 +68,25 @@ def label(model_path, experiment, root, labels, split, classes, allow_split_chan
     write_pool_report(filtered, out.parent, name=f"{out.stem}.pools")
     label_pools(model, filtered, image_size=int(model.input_shape[1]),
                 batch_size=batch_size or int(pseudo_cfg["batch_size"]), tta=tta or pseudo_cfg["tta"],
-                class_names=class_names, out_path=out)
+                class_names=class_names, out_path=out, shard=shard)
+    if shard:
+        click.echo(f"shard {shard[0]} of {shard[1]} done; once every shard is: pseudolabel merge-labels {out}")
+
+
+@click.command("merge-labels")
+@click.argument("table", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("parts", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@fail_cleanly
+def merge_labels(table, parts):
+    """Join the parts of a sharded `pseudolabel label --shard` into the pseudo-label TABLE.
+
+    PARTS default to every TABLE.part-III-of-NNN.csv beside TABLE. Refuses a missing or duplicate
+    shard, parts cut from different pools or with other classes or settings, and an image labeled
+    twice. The table (with its .skipped.csv and .summary.json) is the one an unsharded run writes.
+    """
+    from pseudolabel.pseudolabels import merge_pseudo_label_parts
+
+    merge_pseudo_label_parts(table, list(parts) or None)
 
 
 @click.command()
@@ -88,9 +114,10 @@ def label(model_path, experiment, root, labels, split, classes, allow_split_chan
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, e.g. --set train.epochs=3 --set noise.randaugment_magnitude=9 "
                    "(values are TOML: numbers, true/false, \"strings\"). Repeatable.")
+@strategy_option
 @fail_cleanly
 def student(recipe, table, experiment, root, labels, split, classes, allow_split_change, out, mode, threshold,
-            temperature, per_class, balance, ratio, overrides):
+            temperature, per_class, balance, ratio, overrides, strategy):
     """Train a Noisy Student on the labeled train split plus a pseudo-label table.
 
     The student starts from its recipe's ImageNet weights (not from the teacher), sees RandAugment
@@ -99,8 +126,10 @@ def student(recipe, table, experiment, root, labels, split, classes, allow_split
     """
     from pseudolabel.config import load_recipe
     from pseudolabel.data import load_task
+    from pseudolabel.distribute import get_strategy
     from pseudolabel.students import train_student
 
+    strategy = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF work
     data_cfg = data_config(experiment, root, labels, split, classes, allow_split_change)
     recipe_overrides = parse_overrides(overrides)
     if ratio is not None:
@@ -111,10 +140,19 @@ def student(recipe, table, experiment, root, labels, split, classes, allow_split
     pseudo_cfg.update({k: v for k, v in flags.items() if v is not None})
     task = load_task(data_cfg)
     train_student(load_recipe(recipe, "student", overrides=recipe_overrides or None), task, table, out,
-                  pseudo_cfg=pseudo_cfg)
+                  pseudo_cfg=pseudo_cfg, strategy=strategy)
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    from pseudolabel.pseudolabels import PseudoLabelError, parse_shard
+
+    try:
+        return None if value is None else parse_shard(value)
+    except PseudoLabelError as e:
+        raise click.BadParameter(str(e), param_hint="--shard") from None
 
 
 def _pseudo_config(experiment) -> dict:
@@ -158,4 +196,4 @@ def _check_model_classes(model, model_file: Path, class_names: list[str]) -> Non
                                        f"the task's are {class_names}")
 
 
-commands = [label, student]
+commands = [label, merge_labels, student]

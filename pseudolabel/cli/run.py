@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.common import fail_cleanly
+from pseudolabel.cli.common import fail_cleanly, strategy_option
 
 
 @click.command()
@@ -18,8 +18,9 @@ from pseudolabel.cli.common import fail_cleanly
               help="Override the experiment's data root (where the labels CSV and pools are).")
 @click.option("--output", type=click.Path(file_okay=False),
               help="Override the experiment's output directory.")
+@strategy_option
 @fail_cleanly
-def run(experiment, pools, glob, root, output):
+def run(experiment, pools, glob, root, output, strategy):
     """Run an EXPERIMENT file: teacher -> pseudo-labels -> student -> ... -> report.
 
     Every round is evaluated on the fixed test split. Rerunning the same command resumes: a
@@ -27,8 +28,10 @@ def run(experiment, pools, glob, root, output):
     its backup. The report (compare.md / compare.html / roc.png) lands in OUTPUT/report.
     """
     from pseudolabel.config import load_experiment
+    from pseudolabel.distribute import get_strategy
     from pseudolabel.rounds import run_experiment
 
+    strategy = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF work
     overrides = {}
     if root:
         overrides["data"] = {"root": str(Path(root).resolve())}
@@ -37,7 +40,7 @@ def run(experiment, pools, glob, root, output):
     # Overrides apply before paths are resolved, so labels and pools follow a new data root.
     exp = load_experiment(experiment, overrides=overrides or None)
     extra = tuple({"name": Path(p).name, "path": str(Path(p).resolve()), "glob": glob} for p in pools)
-    run_experiment(exp, extra_pools=extra)
+    run_experiment(exp, extra_pools=extra, strategy=strategy)
 
 
 @click.command()

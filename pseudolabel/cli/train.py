@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pseudolabel.cli.common import data_config, data_options, fail_cleanly, parse_overrides
+from pseudolabel.cli.common import data_config, data_options, fail_cleanly, parse_overrides, strategy_option
 
 
 def _load_task(data_kwargs: dict):
@@ -22,8 +22,9 @@ def _load_task(data_kwargs: dict):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, e.g. --set train.phase1_epochs=3 --set train.phase2_epochs=0 "
                    "(TOML values; bare words are strings). Repeatable.")
+@strategy_option
 @fail_cleanly
-def teach(recipe, out, overrides, **data_kwargs):
+def teach(recipe, out, overrides, strategy, **data_kwargs):
     """Train the supervised teacher of a RECIPE on the labeled data; evaluate it on the test split.
 
     Phase 1 fits the classifier head on backbone features computed once (cached in the run
@@ -33,10 +34,12 @@ def teach(recipe, out, overrides, **data_kwargs):
     where it stopped when rerun with the same --out.
     """
     from pseudolabel.config import load_recipe
+    from pseudolabel.distribute import get_strategy
     from pseudolabel.training import train_teacher
 
+    strategy = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF work
     recipe_dict = load_recipe(recipe, "teacher", parse_overrides(overrides) or None)
-    train_teacher(recipe_dict, _load_task(data_kwargs), out)
+    train_teacher(recipe_dict, _load_task(data_kwargs), out, strategy=strategy)
 
 
 @click.command()
