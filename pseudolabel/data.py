@@ -42,7 +42,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from pseudolabel.images import IMAGE_EXTENSIONS, ImageError, perceptual_hash, read_image
-from pseudolabel.rundir import atomic_path, atomic_write_json
+from pseudolabel.rundir import atomic_write_bytes, atomic_write_json
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -282,7 +282,7 @@ def read_labels_csv(
 
 def write_labels_csv(labeled_set: LabeledSet, path: str | Path) -> Path:
     """Write `image,label` rows (in item order) atomically."""
-    return write_bytes_atomically(path, labeled_set.to_csv().encode("utf-8"))
+    return atomic_write_bytes(path, labeled_set.to_csv().encode("utf-8"))
 
 
 def _read_csv(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
@@ -764,7 +764,7 @@ def _split_units(root: Path, items, hash_distance, cache, progress) -> list[int]
 
 def write_split(split: Split, path: str | Path) -> Path:
     """Write the canonical split CSV atomically (same split => byte-identical file)."""
-    return write_bytes_atomically(path, split.canonical_csv().encode("utf-8"))
+    return atomic_write_bytes(path, split.canonical_csv().encode("utf-8"))
 
 
 def read_split(
@@ -967,7 +967,7 @@ def write_pool_report(pools: Sequence[Pool], directory: str | Path, name: str = 
         rows = ([(p, "kept", "") for p in pool.images] + [(p, "excluded", r) for p, r in pool.excluded]
                 + [(p, "skipped", r) for p, r in pool.skipped])
         writer.writerows((pool.name, str(p), status, reason) for p, status, reason in sorted(rows))
-    csv_path = write_bytes_atomically(directory / f"{name}.csv", buffer.getvalue().encode("utf-8"))
+    csv_path = atomic_write_bytes(directory / f"{name}.csv", buffer.getvalue().encode("utf-8"))
     json_path = atomic_write_json(directory / f"{name}.json", {"pools": [pool_summary(p) for p in pools]})
     return {"csv": csv_path, "json": json_path}
 
@@ -1047,13 +1047,6 @@ def _duplicates_across_parts(split: Split, labeled_set: LabeledSet, groups) -> l
         if len({part_of.get(image) for image in images if image in part_of}) > 1:
             out.append([f"{image} ({part_of.get(image, 'not in split')})" for image in images])
     return out
-
-
-def write_bytes_atomically(path: str | Path, data: bytes) -> Path:
-    """Exact bytes (no newline translation: the split hash is over these bytes), atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
 
 
 # --------------------------------------------------------------------------------------------

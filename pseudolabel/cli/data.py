@@ -227,14 +227,14 @@ def split(root, labels, classes, out, test_size, val_size, seed, hash_distance, 
 
 def _write_unless_different(path: Path, content: bytes, force: bool, what: str) -> str:
     """'unchanged' / 'wrote' / 'overwrote'; refuses to replace a different file without force."""
-    from pseudolabel.data import write_bytes_atomically
+    from pseudolabel.rundir import atomic_write_bytes
 
     existed = path.exists()
     if existed and path.read_bytes() == content:
         return "unchanged"
     if existed and not force:
         raise click.ClickException(f"{path} exists and holds a different {what}; pass --force to overwrite it")
-    write_bytes_atomically(path, content)
+    atomic_write_bytes(path, content)
     return "overwrote" if existed else "wrote"
 
 
