@@ -56,6 +56,7 @@ DEFAULT_HASH_DISTANCE = 8
 # Reasons recorded in Pool.excluded (the near-duplicate reason starts with NEAR_DUPLICATE).
 LABELED = "labeled image"
 NEAR_DUPLICATE = "near-duplicate of labeled image"
+IN_EARLIER_POOL = "already in pool"
 
 _MAX_LISTED_PROBLEMS = 25
 
@@ -817,7 +818,8 @@ def check_split_hash(expected: str | None, actual: str, allow_change: bool = Fal
 class Pool:
     """Unlabeled images of one folder. After `filter_pool`, `images` are the kept ones.
 
-    `excluded`: (path, reason) of labeled images and near-duplicates of labeled ones.
+    `excluded`: (path, reason) of labeled images, near-duplicates of labeled ones, and (by
+    `prepare_pools`) files an earlier pool already holds.
     `skipped`: (path, reason) of files or folders that could not be read (never fatal).
     """
 
@@ -834,14 +836,17 @@ class Pool:
         return len(self.images)
 
     def counts(self) -> dict[str, int]:
-        """found = kept + excluded + skipped; excluded split into labeled / near-duplicate."""
+        """found = kept + excluded + skipped; excluded split into labeled / near-duplicate /
+        in an earlier pool."""
         labeled = sum(1 for _, reason in self.excluded if reason == LABELED)
+        earlier = sum(1 for _, reason in self.excluded if reason.startswith(IN_EARLIER_POOL))
         return {
             "found": len(self.images) + len(self.excluded) + len(self.skipped),
             "kept": len(self.images),
             "excluded": len(self.excluded),
             "excluded_labeled": labeled,
-            "excluded_near_duplicate": len(self.excluded) - labeled,
+            "excluded_near_duplicate": len(self.excluded) - labeled - earlier,
+            "excluded_in_earlier_pool": earlier,
             "skipped": len(self.skipped),
         }
 
@@ -970,6 +975,32 @@ def write_pool_report(pools: Sequence[Pool], directory: str | Path, name: str = 
     csv_path = atomic_write_bytes(directory / f"{name}.csv", buffer.getvalue().encode("utf-8"))
     json_path = atomic_write_json(directory / f"{name}.json", {"pools": [pool_summary(p) for p in pools]})
     return {"csv": csv_path, "json": json_path}
+
+
+def prepare_pools(pool_cfgs: Sequence[Mapping[str, Any]], labeled_paths: Iterable[str | Path],
+                  report_dir: str | Path, report_name: str = "pools") -> list[Pool]:
+    """Scan and filter every pool of an experiment (`[[pools]]` tables: name, path, glob) against
+    ALL labeled images, drop files an earlier pool already holds (a folder given twice must not
+    double its images), write the report and print one line per pool."""
+    if not pool_cfgs:
+        raise DataError("no unlabeled pools given ([[pools]] in the experiment, or --pool DIR)")
+    labeled = list(labeled_paths)
+    pools, taken = [], {}
+    for cfg in pool_cfgs:
+        pool = filter_pool(scan_pool(cfg["path"], glob=cfg.get("glob"), name=cfg.get("name")), labeled)
+        kept = []
+        for image in pool.images:
+            first = taken.setdefault(Path(image).resolve(), pool.name)
+            if first == pool.name:
+                kept.append(image)
+            else:
+                pool.excluded.append((image, f"{IN_EARLIER_POOL} {first}"))
+        pool.images = kept
+        pools.append(pool)
+    write_pool_report(pools, report_dir, name=report_name)
+    for pool in pools:
+        print(f"pool {pool.name}: " + ", ".join(f"{k} {v}" for k, v in pool.counts().items()))
+    return pools
 
 
 def pool_summary(pool: Pool) -> dict:

@@ -462,10 +462,15 @@ def _image_batches(dataset, batch_size: int | None) -> Iterable:
         yield element[0] if isinstance(element, (tuple, list)) else element
 
 
-def _tta_function(model, tta: str, size, crop_fraction: float, image_hw):
-    """One compiled function for all batches: a None batch dimension, so the last, smaller batch
-    does not trigger a retrace."""
+def tta_predictor(model, tta: str = "none", *, image_hw, crop_fraction: float = DEFAULT_CROP_FRACTION):
+    """A compiled `images [B, H, W, 3] -> probabilities [B, K]`, averaged over the TTA views, in
+    inference mode. One function for all batches of `image_hw` pixels: the batch dimension is
+    None, so the last, smaller batch does not trigger a retrace."""
     import tensorflow as tf
+
+    if tta not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode {tta!r}; choose one of {', '.join(TTA_MODES)}")
+    size = _model_input_size(model)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *image_hw, 3], tf.float32)])
     def averaged_probs(images):
@@ -487,13 +492,11 @@ def predict(model, dataset, *, tta: str = "none", batch_size: int | None = None,
 
     if tta not in TTA_MODES:
         raise ValueError(f"unknown TTA mode {tta!r}; choose one of {', '.join(TTA_MODES)}")
-    size = _model_input_size(model)
-
     out, averaged_probs = [], None
     for batch in _image_batches(dataset, batch_size):
         batch = tf.cast(batch, tf.float32)
         if averaged_probs is None:
-            averaged_probs = _tta_function(model, tta, size, crop_fraction, batch.shape[1:3])
+            averaged_probs = tta_predictor(model, tta, image_hw=batch.shape[1:3], crop_fraction=crop_fraction)
         out.append(averaged_probs(batch).numpy())
     if not out:
         raise EvaluationError("the dataset yielded no images")

@@ -216,6 +216,39 @@ def _predictions(model, paths, image_size, batch_size, tta, num_classes, progres
         bar.update(len(paths) - bar.n)  # the skipped ones
 
 
+def load_classifier(path: str | Path):
+    """(model, model file, class names or None) from a run directory (its model.keras) or a
+    .keras file; the class names are the ones its run recorded in metrics.json, if any."""
+    import json
+
+    import keras
+
+    path = Path(path)
+    model_file = path / "model.keras" if path.is_dir() else path
+    if not model_file.exists():
+        raise PseudoLabelError(f"{model_file}: no such model (is the run finished?)")
+    model = keras.models.load_model(model_file, compile=False)
+    metrics = model_file.parent / "metrics.json"
+    names = json.loads(metrics.read_text()).get("class_names") if metrics.exists() else None
+    return model, model_file, [str(c) for c in names] if names else None
+
+
+def predict_images(model, paths: Sequence[str | Path], *, class_names: Sequence[str], tta: str = "none",
+                   batch_size: int = 32, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Class probabilities of new images: rows {image, p_<class>..., predicted, confidence} in
+    input order, and (image, reason) of the images that could not be read (skipped, not fatal)."""
+    paths = [str(p) for p in paths]
+    class_names = [str(c) for c in class_names]
+    seen = np.zeros(len(paths), dtype=bool)
+    rows = {}
+    for i, p in _predictions(model, paths, int(model.input_shape[1]), batch_size, tta, len(class_names), progress):
+        seen[i] = True
+        rows[i] = {"image": paths[i], **{f"p_{c}": float(v) for c, v in zip(class_names, p)},
+                   "predicted": class_names[int(np.argmax(p))], "confidence": float(np.max(p))}
+    skipped = [(image, reason) for image, _, reason in _skipped_images(paths, [""] * len(paths), seen)]
+    return [rows[i] for i in sorted(rows)], skipped
+
+
 def _pool_images(pools: Iterable) -> tuple[list[str], list[str]]:
     """All image paths of the pools, in order, with the pool name of each."""
     paths, names = [], []
@@ -227,17 +260,10 @@ def _pool_images(pools: Iterable) -> tuple[list[str], list[str]]:
 
 
 def _batch_predictor(model, tta: str, image_size: int):
-    """A compiled `images -> probs` averaging the TTA views (evaluation.tta_views) in inference mode."""
-    import tensorflow as tf
+    """The compiled, noise-free `images -> probs` of evaluation (TTA views averaged)."""
+    from pseudolabel.evaluation import tta_predictor
 
-    from pseudolabel.evaluation import tta_views
-
-    @tf.function(reduce_retracing=True)
-    def predict_batch(images):
-        views = tta_views(tf.cast(images, tf.float32), tta, size=image_size)
-        return tf.reduce_mean(tf.stack([model(v, training=False) for v in views]), axis=0)
-
-    return predict_batch
+    return tta_predictor(model, tta, image_hw=(image_size, image_size))
 
 
 def _check_probs(probs: np.ndarray, num_classes: int) -> np.ndarray:

@@ -34,7 +34,7 @@ def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = (), stra
     trains under `strategy` (a `tf.distribute.Strategy` or a name; None: "auto"). Returns the
     report's summary (None on a non-chief worker, which writes no report)."""
     from pseudolabel import distribute
-    from pseudolabel.data import load_task
+    from pseudolabel.data import load_task, prepare_pools
     from pseudolabel.report import compare_runs
 
     started = time.perf_counter()
@@ -43,7 +43,7 @@ def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = (), stra
     out = Path(experiment["output"])
     out.mkdir(parents=True, exist_ok=True)
     task = load_task(experiment["data"])
-    pools = prepare_pools([*experiment["pools"], *extra_pools], task, out)
+    pools = prepare_pools([*experiment["pools"], *extra_pools], task.labeled.paths, out)
 
     teacher_dir = out / "round0_teacher"
     teacher_recipe = load_recipe(experiment["teacher"]["recipe"], "teacher", experiment["teacher"]["overrides"])
@@ -66,21 +66,6 @@ def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = (), stra
     print(f"experiment '{experiment['name']}': {len(run_dirs)} models in {time.perf_counter() - started:.0f} s; "
           f"report: {out / 'report' / 'compare.md'}")
     return summary
-
-
-def prepare_pools(pool_cfgs: list[dict], task, out: Path) -> list:
-    """Scan each pool and drop labeled images and their near-duplicates; record the counts."""
-    from pseudolabel.data import filter_pool, scan_pool, write_pool_report
-
-    if not pool_cfgs:
-        raise ValueError("the experiment lists no unlabeled pools ([[pools]] or --pool)")
-    labeled = task.labeled.paths
-    pools = [filter_pool(scan_pool(p["path"], glob=p.get("glob"), name=p["name"]), labeled) for p in pool_cfgs]
-    write_pool_report(pools, out)
-    for pool in pools:
-        counts = pool.counts()
-        print(f"pool {pool.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return pools
 
 
 def train_teacher_once(recipe: dict, task, run_dir: Path, strategy=None) -> None:

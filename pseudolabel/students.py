@@ -45,7 +45,7 @@ from pseudolabel.pseudolabels import (
     read_pseudo_labels,
     select_pseudo_labels,
 )
-from pseudolabel.rundir import RunDir, atomic_path, atomic_write_json, read_json
+from pseudolabel.rundir import atomic_path, atomic_write_json, read_json
 
 SELECTION_REPORT = "pseudo_labels_report.json"
 SELECTED_TABLE = "pseudo_labels_selected.csv"
@@ -210,7 +210,7 @@ def train_student(recipe: dict, task, pseudo_table_path, run_dir, *, pseudo_cfg:
         "table": str(table_path.resolve()), "table_sha256": file_sha256(table_path),
         "selected": report["selected"], "per_pool": report["selected"]["per_pool"],
     }, "batches": plan, "pseudo_cache": str(cache)}
-    run = _open_run(config, task, run_dir, resume)
+    run = training.open_run(config, task, run_dir, resume)
     atomic_write_json(run.file(SELECTION_REPORT), report)
     _write_selected(run.file(SELECTED_TABLE), pseudo_paths, pseudo_targets, class_names)
     print(describe_selection(report))
@@ -227,7 +227,8 @@ def train_student(recipe: dict, task, pseudo_table_path, run_dir, *, pseudo_cfg:
     callbacks = training.standard_callbacks(run.path, monitor="val_loss", patience=int(t["patience"]), backup=True)
     fit_started = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=int(t["epochs"]),
-                        steps_per_epoch=plan["steps_per_epoch"], callbacks=callbacks, verbose=verbose,
+                        steps_per_epoch=plan["steps_per_epoch"], callbacks=callbacks,
+                        verbose=training.keras_verbose(verbose),
                         shuffle=False)  # the datasets shuffle themselves
     fit_s = time.perf_counter() - fit_started
     training.load_best(model, run.path)
@@ -366,16 +367,6 @@ def _datasets(recipe, task, pseudo_paths, pseudo_targets, image_size: int, plan:
     val = make_dataset(val_paths, val_y, image_size=image_size, batch_size=plan["labeled_batch"], shuffle=False,
                        augment=None, cache="memory", repeat=False, num_classes=num_classes)
     return tf.data.Dataset.zip((labeled, pseudo)), val, np.asarray(train_y)
-
-
-def _open_run(config: dict, task, run_dir: Path, resume: bool) -> RunDir:
-    from pseudolabel.data import check_split_hash
-
-    if (run_dir / "provenance.json").exists():
-        if not resume:
-            raise FileExistsError(f"{run_dir} already holds a run; use another directory or resume=True")
-        check_split_hash(read_json(run_dir / "provenance.json").get("split_hash"), task.split.hash)
-    return RunDir.create(run_dir, config, seed=int(config["train"]["seed"]), split_hash=task.split.hash)
 
 
 def _write_selected(path: Path, paths: list[str], targets: np.ndarray, class_names: list[str]) -> None:

@@ -649,7 +649,9 @@ def _check_same_recipe(run_dir: Path, recipe: dict) -> None:
                           "use a new run directory")
 
 
-def _open_run(recipe: dict, task, run_dir, resume: bool) -> RunDir:
+def open_run(recipe: dict, task, run_dir, resume: bool) -> RunDir:
+    """Create the run directory, or reopen it to resume: only with the same split and recipe
+    (`recipe` may carry more tables, e.g. a student's pseudo-label settings)."""
     run_dir = Path(run_dir)
     if run_dir.joinpath("provenance.json").exists() and not resume:
         raise FileExistsError(f"{run_dir} already holds a run; use another directory or resume=True")
@@ -682,7 +684,7 @@ def train_teacher(recipe: dict, task, run_dir, *, resume: bool = True, verbose="
         metrics = read_json(run_dir / METRICS_JSON)
         print(f"teacher: finished earlier\n{format_summary(metrics, run_dir)}")
         return metrics
-    run = _open_run(recipe, task, run_dir, resume)
+    run = open_run(recipe, task, run_dir, resume)
     t = recipe["train"]
     keras.utils.set_random_seed(int(t["seed"]))
     image_size = _resolved_image_size(recipe["model"])

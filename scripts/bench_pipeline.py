@@ -229,7 +229,7 @@ def bench_student(args, workdir: Path) -> dict:
 def student_section(r: dict) -> list[str]:
     t, plan = r["times"], r["plan"]
     return [
-        f"### (b) Student training: input pipeline with augmentation vs in-memory batches",
+        "### (b) Student training: input pipeline with augmentation vs in-memory batches",
         "",
         f"Student `{Path(r['recipe']).name}`: {r['setup']}. Labeled: the train split ({plan['n_labeled']} images); "
         f"pseudo-labeled: {plan['n_pseudo']} unlabeled Bedroom images with random soft targets; "

@@ -220,7 +220,7 @@ def section(args, command, machine_text, s, fit_rows, loop, trace_s, wall_s) -> 
     )
     lines += bc.quick_note(args.quick)
     head = "| component | " + " | ".join(f"epoch {i + 1}: s | share" for i in range(len(fit_rows))) + " |"
-    lines += [f"### 1. A `fit` epoch, by component", "", head,
+    lines += ["### 1. A `fit` epoch, by component", "", head,
               "| --- |" + " --- | --- |" * len(fit_rows)]
 
     def row(label, values):

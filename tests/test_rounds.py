@@ -55,3 +55,5 @@ def test_run_command_adds_a_pool(tmp_path):
     assert result.exit_code == 0, result.output
     pools = json.loads((tmp_path / "out" / "pools.json").read_text())["pools"]
     assert [p["name"] for p in pools] == ["synthetic", "Pool"]
+    # the same files under a second pool are not labeled twice
+    assert pools[1]["counts"]["kept"] == 0 and pools[1]["counts"]["excluded_in_earlier_pool"] == 20

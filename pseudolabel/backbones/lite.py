@@ -19,7 +19,6 @@ the checksum is re-verified on every load and a mismatch triggers reconversion.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import re

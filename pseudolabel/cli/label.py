@@ -49,23 +49,18 @@ def label(model_path, experiment, root, labels, split, classes, allow_split_chan
     With --shard, every machine checks the whole pools against the labeled images (cheap: ~2 ms an
     image) and labels only its share.
     """
-    import keras
-
-    from pseudolabel.data import filter_pool, load_task, scan_pool, write_pool_report
-    from pseudolabel.pseudolabels import label_pools
+    from pseudolabel.data import load_task, prepare_pools
+    from pseudolabel.pseudolabels import label_pools, load_classifier
 
     data_cfg = data_config(experiment, root, labels, split, classes, allow_split_change)
     pseudo_cfg = _pseudo_config(experiment)
     pool_cfgs = _pool_configs(experiment, pools, glob)
     task = load_task(data_cfg)
-    model_file = _model_file(model_path)
-    model = keras.models.load_model(model_file, compile=False)
+    model, model_file, recorded = load_classifier(model_path)
     class_names = [str(c) for c in task.class_map.names]
-    _check_model_classes(model, model_file, class_names)
+    _check_model_classes(model, model_file, class_names, recorded)
 
-    labeled = list(task.labeled.paths)
-    filtered = [filter_pool(scan_pool(p["path"], glob=p.get("glob"), name=p["name"]), labeled) for p in pool_cfgs]
-    write_pool_report(filtered, out.parent, name=f"{out.stem}.pools")
+    filtered = prepare_pools(pool_cfgs, task.labeled.paths, out.parent, report_name=f"{out.stem}.pools")
     label_pools(model, filtered, image_size=int(model.input_shape[1]),
                 batch_size=batch_size or int(pseudo_cfg["batch_size"]), tta=tta or pseudo_cfg["tta"],
                 class_names=class_names, out_path=out, shard=shard)
@@ -172,28 +167,70 @@ def _pool_configs(experiment, pools, glob) -> list[dict]:
     return [{**p, "glob": glob or p.get("glob")} for p in configured]
 
 
-def _model_file(path: Path) -> Path:
-    if path.is_dir():
-        path = path / "model.keras"
-        if not path.exists():
-            raise click.ClickException(f"{path.parent}: no model.keras in this run directory (not finished?)")
-    return path
-
-
-def _check_model_classes(model, model_file: Path, class_names: list[str]) -> None:
+def _check_model_classes(model, model_file: Path, class_names: list[str], recorded: list[str] | None) -> None:
     """The teacher must predict the task's classes (count, and names when its run recorded them)."""
-    import json
-
     outputs = int(model.output_shape[-1])
     if outputs != len(class_names):
         raise click.ClickException(f"{model_file}: the model predicts {outputs} classes, the task has "
                                    f"{len(class_names)} ({', '.join(class_names)})")
-    metrics = model_file.parent / "metrics.json"
-    if metrics.exists():
-        recorded = json.loads(metrics.read_text()).get("class_names")
-        if recorded and list(recorded) != class_names:
-            raise click.ClickException(f"{model_file}: the model was trained on classes {recorded}, "
-                                       f"the task's are {class_names}")
+    if recorded and list(recorded) != class_names:
+        raise click.ClickException(f"{model_file}: the model was trained on classes {recorded}, "
+                                   f"the task's are {class_names}")
 
 
-commands = [label, merge_labels, student]
+@click.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the predictions here: .csv or .json (by the suffix). Default: print CSV.")
+@click.option("--tta", type=click.Choice(["none", "flip", "ten_crop"]), default="none", show_default=True,
+              help="Test-time augmentation: average over flips or the 10 classic crops.")
+@click.option("--batch-size", default=32, show_default=True, help="Images per prediction batch.")
+@click.option("--classes", default=None,
+              help="Class names, comma-separated, when the model's run did not record them.")
+@fail_cleanly
+def predict(model_path, images, out, tta, batch_size, classes):
+    """Class probabilities for new IMAGES (files or folders, searched recursively) from MODEL
+    (a run directory or a .keras file). Unreadable images are listed and skipped."""
+    from pseudolabel.data import scan_pool
+    from pseudolabel.pseudolabels import load_classifier, predict_images
+
+    model, model_file, class_names = load_classifier(model_path)
+    if classes:
+        class_names = [c.strip() for c in classes.split(",")]
+    class_names = class_names or [f"class_{k}" for k in range(int(model.output_shape[-1]))]
+    if len(class_names) != int(model.output_shape[-1]):
+        raise click.ClickException(f"{model_file}: the model predicts {model.output_shape[-1]} classes, "
+                                   f"not {len(class_names)} ({', '.join(class_names)})")
+    paths = [p for item in images for p in (scan_pool(item).images if item.is_dir() else [item])]
+    rows, skipped = predict_images(model, paths, class_names=class_names, tta=tta, batch_size=batch_size,
+                                   progress=out is not None)
+    _write_predictions(rows, out)
+    for image, reason in skipped:
+        click.echo(f"skipped {image}: {reason}", err=True)
+    if out:
+        click.echo(f"{len(rows)} predictions -> {out}" + (f"; {len(skipped)} unreadable skipped" if skipped else ""))
+
+
+def _write_predictions(rows: list[dict], out: Path | None) -> None:
+    import csv
+    import io
+    import json
+
+    from pseudolabel.rundir import atomic_write_text
+
+    if out is not None and out.suffix.lower() == ".json":
+        atomic_write_text(out, json.dumps(rows, indent=2) + "\n")
+        return
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    if out is None:
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        atomic_write_text(out, buffer.getvalue())
+
+
+commands = [label, merge_labels, student, predict]
