@@ -358,7 +358,7 @@ def test_unreadable_pool_files_are_skipped_and_listed(synthetic_root):
     labeled = D.read_labels_csv(synthetic_root / "labels.csv")
     pool = D.filter_pool(D.scan_pool(pool_dir), labeled.paths)
     assert pool.counts() == {"found": 40, "kept": 38, "excluded": 0, "excluded_labeled": 0,
-                             "excluded_near_duplicate": 0, "skipped": 2}
+                             "excluded_near_duplicate": 0, "excluded_in_earlier_pool": 0, "skipped": 2}
     assert pool.skipped == [(pool_dir / "img_2.jpg", "empty file (0 bytes)"),
                             (pool_dir / "img_3.jpg", "not a recognised image file (JPEG, PNG, WebP, BMP, GIF, TIFF)")]
 
@@ -472,3 +472,14 @@ def test_house_rooms_known_duplicates_are_excluded(house_rooms):
     excluded = {p.name for p, _ in pool.excluded}
     assert {"bed_1432.jpg", "bed_1426.jpg"} <= excluded
     assert pool.counts()["excluded_near_duplicate"] < 30
+
+
+def test_prepare_pools_labels_a_file_once_across_pools(synthetic_root, tmp_path):
+    labeled = D.read_labels_csv(synthetic_root / "labels.csv").paths
+    cfgs = [{"name": "a", "path": synthetic_root / "Pool"}, {"name": "b", "path": synthetic_root}]
+    a, b = D.prepare_pools(cfgs, labeled, tmp_path)
+    assert len(a.images) == 40
+    assert b.images == [] and b.counts()["excluded_in_earlier_pool"] == 40 and b.counts()["excluded_labeled"] == 40
+    assert (tmp_path / "pools.json").exists() and (tmp_path / "pools.csv").exists()
+    with pytest.raises(D.DataError, match="no unlabeled pools"):
+        D.prepare_pools([], labeled, tmp_path)
