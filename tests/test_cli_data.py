@@ -45,6 +45,9 @@ def test_summary_default_pool_is_the_labeled_folder(synthetic_root):
     assert "Labeled: 40 images" in out
     assert "class 0 old: 20  <- N, O" in out and "class 1 modern (positive): 20  <- M" in out
     assert "Pool Labeled:" in out and "found 40, kept 0, excluded 40 (40 labeled" in out
+    # no --split: the split `data split` would write is shown, with its sizes
+    assert "Split: none given; `pseudolabel data split` (seed 0) would write this one" in out
+    assert "test 8 4 4" in squeeze(out)
 
 
 def test_summary_with_split_pools_and_report(synthetic_root, tmp_path):

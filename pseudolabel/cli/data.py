@@ -87,6 +87,7 @@ def summary(root, labels, classes, split, pools, glob, no_pool, hash_distance, r
 
     Checks every labeled image (a bad one is an error naming file and line), finds near-duplicate
     labeled images, and filters each pool against ALL labeled images (train, val and test).
+    Without --split, the split shown is the one `data split` would write (seed 0).
     Without --pool, the pool is the labeled images' own folder(s) minus the labeled images.
     Unreadable pool files are skipped and listed, never fatal.
     """
@@ -97,7 +98,9 @@ def summary(root, labels, classes, split, pools, glob, no_pool, hash_distance, r
     distance = D.DEFAULT_HASH_DISTANCE if hash_distance is None else hash_distance
     with _report_warnings():
         labeled, class_map = _load_labels(root, labels, classes)
-        the_split = D.read_split(split, labeled.root, class_map, check_images=False) if split else None
+        # Without --split, show the split `data split` would write with its defaults (seed 0).
+        the_split = (D.read_split(split, labeled.root, class_map, check_images=False) if split
+                     else D.make_split(labeled, class_map, seed=0, progress=False))
         duplicates = D.find_near_duplicates(labeled.paths, distance)
         folders = [] if no_pool else (list(pools) or D.labeled_folders(labeled))
         scanned = [D.filter_pool(D.scan_pool(folder, glob), labeled.paths, distance) for folder in folders]
@@ -157,7 +160,8 @@ def _split_table(sizes: dict, class_counts: dict, class_names: list[str]) -> lis
 
 
 def _format_split(split: dict, class_names: list[str]) -> list[str]:
-    lines = [f"Split: {split['source']}", f"  sha256: {split['hash']}"]
+    source = split["source"] or "none given; `pseudolabel data split` (seed 0) would write this one"
+    lines = [f"Split: {source}", f"  sha256: {split['hash']}"]
     lines += _split_table(split["sizes"], split["class_counts"], class_names)
     for key, what in (("labeled_not_in_split", "labeled images not in the split"),
                       ("split_not_in_labels", "split images not in the labels CSV"),
