@@ -36,6 +36,8 @@ def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = (), stra
     from pseudolabel import distribute
     from pseudolabel.data import load_task, prepare_pools
     from pseudolabel.report import compare_runs
+    from pseudolabel.students import train_student
+    from pseudolabel.training import train_teacher
 
     started = time.perf_counter()
     strategy = distribute.resolve_strategy(strategy)
@@ -47,7 +49,7 @@ def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = (), stra
 
     teacher_dir = out / "round0_teacher"
     teacher_recipe = load_recipe(experiment["teacher"]["recipe"], "teacher", experiment["teacher"]["overrides"])
-    train_teacher_once(teacher_recipe, task, teacher_dir, strategy)
+    train_teacher(teacher_recipe, task, teacher_dir, strategy=strategy)  # a finished run only reports
     run_dirs = [teacher_dir]
 
     teacher_model = mine(teacher_dir) / "model.keras"
@@ -55,7 +57,7 @@ def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = (), stra
         recipe = load_recipe(recipe_path, "student", experiment["students"]["overrides"])
         round_dir = out / f"round{i}_{recipe['model']['backbone']}"
         table = label_once(teacher_model, pools, task, mine(round_dir) / "pseudo_labels.csv", experiment["pseudo"])
-        train_student_once(recipe, task, table, round_dir, experiment["pseudo"], strategy)
+        train_student(recipe, task, table, round_dir, pseudo_cfg=experiment["pseudo"], strategy=strategy)
         run_dirs.append(round_dir)
         if experiment["students"]["student_teaches"]:
             teacher_model = mine(round_dir) / "model.keras"
@@ -66,16 +68,6 @@ def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = (), stra
     print(f"experiment '{experiment['name']}': {len(run_dirs)} models in {time.perf_counter() - started:.0f} s; "
           f"report: {out / 'report' / 'compare.md'}")
     return summary
-
-
-def train_teacher_once(recipe: dict, task, run_dir: Path, strategy=None) -> None:
-    from pseudolabel.distribute import worker_dir
-    from pseudolabel.training import train_teacher
-
-    if (worker_dir(run_dir, strategy) / "metrics.json").exists():
-        print(f"teacher: finished earlier ({run_dir})")
-        return
-    train_teacher(recipe, task, run_dir, strategy=strategy)
 
 
 def label_once(model_path: Path, pools: list, task, table: Path, pseudo_cfg: dict) -> Path:
@@ -90,13 +82,3 @@ def label_once(model_path: Path, pools: list, task, table: Path, pseudo_cfg: dic
     label_pools(model, pools, image_size=int(model.input_shape[1]), batch_size=pseudo_cfg["batch_size"],
                 tta=pseudo_cfg["tta"], class_names=task.class_map.names, out_path=table)
     return table
-
-
-def train_student_once(recipe: dict, task, table: Path, run_dir: Path, pseudo_cfg: dict, strategy=None) -> None:
-    from pseudolabel.distribute import worker_dir
-    from pseudolabel.students import train_student
-
-    if (worker_dir(run_dir, strategy) / "metrics.json").exists():
-        print(f"student {recipe['model']['backbone']}: finished earlier ({run_dir})")
-        return
-    train_student(recipe, task, table, run_dir, pseudo_cfg=pseudo_cfg, strategy=strategy)
