@@ -50,7 +50,7 @@ output = "runs"
 
 [data]
 root = "data"
-labels = "labels.csv"
+labels = "data/labels.csv"
 split = "split.csv"
 
 [data.classes]
@@ -60,7 +60,7 @@ positive = "modern"
 
 [[pools]]
 name = "synthetic"
-path = "Pool"
+path = "data/Pool"
 
 [teacher]
 recipe = "recipes/teacher.toml"

@@ -6,79 +6,113 @@ The output directory holds one run directory per model and one pseudo-label tabl
     OUTPUT/round0_teacher/                 the supervised teacher (a run directory)
     OUTPUT/round1_<backbone>/              the student of round 1 (a run directory), holding
         pseudo_labels.csv                  the previous model's labels for the pools it trained on
+        pseudo_labels.origin.json          which model and pools that table was made from
     ...
     OUTPUT/report/                         compare.md / compare.html / roc.png over all models
 
-Resuming is at round granularity: a model whose `metrics.json` exists is finished (it is written
-last, atomically) and a table that exists is complete (written atomically), so rerunning the same
-experiment redoes nothing that finished and continues what did not (training resumes from its
-backup inside the run directory).
+Before any work, every run's recorded config is checked against the experiment (`lifecycle`): a
+student's config includes its teacher's config and the pools, so a change anywhere refuses with
+one line naming it, and `restart=True` starts over the changed run and those after it (their
+teacher changed), redoing nothing else. Then a finished run only reports, an unfinished one
+resumes from its backup, and a table made from the same model and pools is reused.
 
 Under a multi-worker strategy every worker runs the whole experiment: the models train in sync,
 and each worker pseudo-labels the pools itself (label very large pools with `pseudolabel label
---shard` instead). Non-chief workers keep their files in `<run dir>/worker-<i>`
-(`distribute.worker_dir`); only the chief writes the report.
+--shard` instead). Non-chief workers keep their files in `<run dir>/worker-<i>`; only the chief
+writes the report.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 
-from pseudolabel.config import load_recipe
+from pseudolabel.config import Experiment, PoolConfig
+from pseudolabel.rundir import atomic_write_json, read_json
+
+ORIGIN_JSON = "pseudo_labels.origin.json"
 
 
-def run_experiment(experiment: dict, *, extra_pools: tuple[dict, ...] = (), strategy=None) -> dict | None:
-    """Run (or resume) every round of `experiment` (from `config.load_experiment`); every model
-    trains under `strategy` (a `tf.distribute.Strategy` or a name; None: "auto"). Returns the
-    report's summary (None on a non-chief worker, which writes no report)."""
+def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...] = (), strategy=None,
+                   restart: bool = False, rounds: int | None = None) -> dict | None:
+    """Run (or resume) the teacher and the first `rounds` student rounds (None: all) of
+    `experiment` (from `config.load_experiment`); every model trains under `strategy` (a
+    `tf.distribute.Strategy` or a name; None: "auto"). Returns the report's summary (None on a
+    non-chief worker, which writes no report)."""
     from pseudolabel import distribute
     from pseudolabel.data import load_task, prepare_pools
     from pseudolabel.report import compare_runs
-    from pseudolabel.students import train_student
-    from pseudolabel.training import train_teacher
 
     started = time.perf_counter()
     strategy = distribute.resolve_strategy(strategy)
-    mine = functools.partial(distribute.worker_dir, strategy=strategy)  # where this worker's files are
-    out = Path(experiment["output"])
+    if experiment.teacher_recipe is None:
+        from pseudolabel.config import ConfigError
+
+        raise ConfigError(f"{experiment.path}: no [teacher] recipe: an experiment needs one to run")
+    out = Path(experiment.output)
+    task = load_task(experiment.data.as_task_config())
+    pool_configs = [*experiment.pools, *extra_pools]
+    runs = plan_runs(experiment, task, out, pool_configs, strategy=strategy, restart=restart, rounds=rounds)
+    for run in runs:
+        run.status()   # refuses a changed run before any work (unless restart)
     out.mkdir(parents=True, exist_ok=True)
-    task = load_task(experiment["data"])
-    pools = prepare_pools([*experiment["pools"], *extra_pools], task.labeled.paths, out)
+    pools = prepare_pools([p.model_dump() for p in pool_configs], task.labeled.paths, out) if runs[1:] else []
 
-    teacher_dir = out / "round0_teacher"
-    teacher_recipe = load_recipe(experiment["teacher"]["recipe"], "teacher", experiment["teacher"]["overrides"])
-    train_teacher(teacher_recipe, task, teacher_dir, strategy=strategy)  # a finished run only reports
-    run_dirs = [teacher_dir]
-
-    teacher_model = mine(teacher_dir) / "model.keras"
-    for i, recipe_path in enumerate(experiment["students"]["recipes"], start=1):
-        recipe = load_recipe(recipe_path, "student", experiment["students"]["overrides"])
-        round_dir = out / f"round{i}_{recipe['model']['backbone']}"
-        table = label_once(teacher_model, pools, task, mine(round_dir) / "pseudo_labels.csv", experiment["pseudo"])
-        train_student(recipe, task, table, round_dir, pseudo_cfg=experiment["pseudo"], strategy=strategy)
-        run_dirs.append(round_dir)
-        if experiment["students"]["student_teaches"]:
-            teacher_model = mine(round_dir) / "model.keras"
-
+    runs[0].run()
+    for run in runs[1:]:
+        if run.status() != "finished":
+            label_once(run.teacher, pools, task, run.table, experiment.pseudo, run.origin)
+        run.run()
     if not distribute.is_chief(strategy):
         return None
-    summary = compare_runs(run_dirs, out / "report")
-    print(f"experiment '{experiment['name']}': {len(run_dirs)} models in {time.perf_counter() - started:.0f} s; "
+    summary = compare_runs([run.path for run in runs], out / "report")
+    print(f"experiment '{experiment.name}': {len(runs)} models in {time.perf_counter() - started:.0f} s; "
           f"report: {out / 'report' / 'compare.md'}")
     return summary
 
 
-def label_once(model_path: Path, pools: list, task, table: Path, pseudo_cfg: dict) -> Path:
+def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy, restart: bool,
+              rounds: int | None) -> list:
+    """The teacher's run and one student run per round, each knowing what it is made from."""
+    from pseudolabel.students import StudentRun
+    from pseudolabel.teacher import TeacherRun
+
+    options = dict(strategy=strategy, restart=restart)
+    teacher = TeacherRun(experiment.teacher_recipe, task, out / "round0_teacher", **options)
+    runs = [teacher]
+    recipes = experiment.student_recipes if rounds is None else experiment.student_recipes[:rounds]
+    for i, recipe in enumerate(recipes, start=1):
+        round_dir = out / f"round{i}_{recipe.model.backbone}"
+        # What the table is made from; part of the student's config, so a changed teacher (or a
+        # teacher's teacher...) or pool list makes the student a changed run too.
+        origin = {"teacher": teacher.resolved_config(), "pools": [p.model_dump(mode="json") for p in pool_configs]}
+        student = StudentRun(recipe, task, round_dir, pseudo=experiment.pseudo, origin=origin, **options)
+        student.teacher = teacher   # the run whose model labels this round's pools
+        runs.append(student)
+        if experiment.students.student_teaches:
+            teacher = student
+    return runs
+
+
+def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) -> Path:
+    """The round's pseudo-label table by the `teacher` run's model; reused when it was made from
+    the same model and pools."""
     import keras
 
     from pseudolabel.pseudolabels import label_pools
 
-    if table.exists():
+    origin_file = table.parent / ORIGIN_JSON
+    if table.exists() and origin_file.exists() and read_json(origin_file) == _json(origin):
         print(f"pseudo-labels: finished earlier ({table})")
         return table
-    model = keras.models.load_model(model_path)
-    label_pools(model, pools, image_size=int(model.input_shape[1]), batch_size=pseudo_cfg["batch_size"],
-                tta=pseudo_cfg["tta"], class_names=task.class_map.names, out_path=table)
+    model = keras.models.load_model(teacher.file("model.keras"))
+    label_pools(model, pools, image_size=teacher.image_size, batch_size=pseudo.batch_size,
+                tta=pseudo.tta, class_names=task.class_map.names, out_path=table)
+    atomic_write_json(origin_file, origin)
     return table
+
+
+def _json(obj):
+    import json
+
+    return json.loads(json.dumps(obj))

@@ -193,58 +193,33 @@ def soft_targets(n: int, num_classes: int, seed: int = 0):
 
 def student_setup(recipe_path: Path, task, pseudo_paths, pseudo_targets, run_dir: Path, *,
                   overrides: dict | None = None):
-    """A compiled `NoisyStudent` with the train/val datasets `students.train_student` would use.
-
-    Same steps as `train_student` up to `model.fit` (model from the recipe, trainable blocks,
-    batch plan, pseudo-label cache, zipped labeled + pseudo-labeled datasets with the recipe's
-    noise, class weights, Adam), built from `students`' own functions. Only the run-directory
-    bookkeeping and the selection of pseudo-labels (the benchmark brings its own) are left out.
-    """
+    """A compiled `NoisyStudent` with the train/val datasets `students.train_student` would use:
+    `StudentRun.build` and `StudentRun.training_setup`, the very steps of its `fit` up to
+    `model.fit`. Only the run-directory bookkeeping and the selection of pseudo-labels (the
+    benchmark brings its own) are left out."""
     import keras
 
-    from pseudolabel import students, training
     from pseudolabel.config import load_recipe
+    from pseudolabel.students import StudentRun
 
     recipe = load_recipe(recipe_path, "student", overrides)
-    t = recipe["train"]
-    keras.utils.set_random_seed(int(t["seed"]))
-    num_classes = len(task.class_map.names)
-    student = training.build_model(recipe, num_classes)
-    image_size = int(student.input_shape[1])
-    students._set_trainable(student, freeze_bn=bool(t["freeze_bn"]), unfreeze_blocks=t["unfreeze_blocks"])
-    plan = students.batch_plan(len(task.split.subset("train")[0]), len(pseudo_paths), int(t["batch_size"]),
-                               float(t["unlabeled_ratio"]))
-    cache = students.pseudo_cache(len(pseudo_paths), image_size, float(t["pseudo_cache_mb"]), run_dir)
-    train_ds, val_ds, train_y = students._datasets(recipe, task, list(map(str, pseudo_paths)), pseudo_targets,
-                                                   image_size, plan, cache)
-    weights = training.class_weights(train_y, num_classes, t["class_weight"])
-    with _building(t):   # as train_student: the wrapper's trackers and optimizer in the (default) strategy's scope
-        model = students.NoisyStudent(student, unlabeled_weight=students.unlabeled_weight(t),
-                                      class_weight=None if weights is None else [weights[k] for k in range(num_classes)])
-        model.compile(optimizer=keras.optimizers.Adam(float(t["lr"])))
+    run = StudentRun(recipe, task, run_dir, table=run_dir / "unused.csv", verbose=2)
+    keras.utils.set_random_seed(recipe.train.seed)
+    student = run.build()
+    setup = run.training_setup(student, list(map(str, pseudo_paths)), pseudo_targets)
     trainable = sum(int(w.numpy().size) for w in student.trainable_weights)
-    return SimpleNamespace(recipe=recipe, model=model, student=student, image_size=image_size, plan=plan,
-                           train_ds=train_ds, val_ds=val_ds, cache=cache, trainable_params=trainable,
-                           unfreeze_blocks=t["unfreeze_blocks"], noise=recipe["noise"])
-
-
-def _building(train_cfg: dict):
-    """`distribute.building` (default strategy, the recipe's precision) where the package has it."""
-    import contextlib
-
-    try:
-        from pseudolabel import distribute
-    except ImportError:
-        return contextlib.nullcontext()
-    return distribute.building(None, train_cfg.get("mixed_precision", "auto"))
+    return SimpleNamespace(recipe=recipe, model=setup.model, student=student, image_size=run.image_size,
+                           plan=setup.plan, train_ds=setup.train_ds, val_ds=setup.val_ds, cache=run.cache,
+                           trainable_params=trainable, unfreeze_blocks=recipe.train.unfreeze_blocks,
+                           noise=recipe.noise)
 
 
 def describe_student(s) -> str:
     n = s.noise
-    noise = n["augment"] if n["augment"] != "randaugment" else (
-        f"randaugment ({n['randaugment_ops']} ops, magnitude {n['randaugment_magnitude']:g})")
+    noise = n.augment if n.augment != "randaugment" else (
+        f"randaugment ({n.randaugment_ops} ops, magnitude {n.randaugment_magnitude:g})")
     blocks = "whole backbone" if s.unfreeze_blocks == "all" else f"top {s.unfreeze_blocks} blocks + head"
-    return (f"{s.recipe['model']['backbone']} at {s.image_size} px, {blocks} trainable "
+    return (f"{s.recipe.model.backbone} at {s.image_size} px, {blocks} trainable "
             f"({s.trainable_params / 1e6:.2f}M parameters), backbone BatchNorm "
-            f"{'frozen' if s.recipe['train']['freeze_bn'] else 'training'}; batches "
+            f"{'frozen' if s.recipe.train.freeze_bn else 'training'}; batches "
             f"{s.plan['labeled_batch']} labeled + {s.plan['unlabeled_batch']} pseudo-labeled; noise {noise}")

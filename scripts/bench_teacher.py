@@ -45,6 +45,7 @@ def time_phase1(task, backbone_name: str, epochs: int, batch_size: int = 32, see
 
     from pseudolabel import training
     from pseudolabel.backbones import create_model, freeze_backbone, get_spec
+    from pseudolabel.features import compute_features
     from pseudolabel.pipeline import make_dataset
 
     size = get_spec(backbone_name).image_size
@@ -61,19 +62,19 @@ def time_phase1(task, backbone_name: str, epochs: int, batch_size: int = 32, see
 
     print(f"\n== (a) features once, then {epochs} head epochs")
     started = time.perf_counter()
-    features = training.compute_features(model.get_layer("backbone"), task, image_size=size, batch_size=batch_size)
+    features = compute_features(model.get_layer("backbone"), task, image_size=size, batch_size=batch_size)
     extracted = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    training._compile(head, 1e-3)
-    cached = head.fit(features["train_x"], training._one_hot(features["train_y"], num_classes), batch_size=batch_size,
-                      validation_data=(features["val_x"], training._one_hot(features["val_y"], num_classes)),
+    training.compile_classifier(head, 1e-3)
+    cached = head.fit(features["train_x"], training.one_hot(features["train_y"], num_classes), batch_size=batch_size,
+                      validation_data=(features["val_x"], training.one_hot(features["val_y"], num_classes)),
                       shuffle=True, **fit)
     cached_done = time.perf_counter()
 
     print(f"\n== (b) frozen backbone on every image, {epochs} epochs (decoded images cached in memory)")
     head.set_weights(initial_head)
     keras.utils.set_random_seed(seed)
-    training._compile(model, 1e-3)
+    training.compile_classifier(model, 1e-3)
     train_ds = make_dataset(train_paths, train_y, image_size=size, batch_size=batch_size, shuffle=True, seed=seed,
                             cache="memory", num_classes=num_classes)
     val_ds = make_dataset(val_paths, val_y, image_size=size, batch_size=batch_size, cache="memory",
@@ -162,7 +163,8 @@ def main():
     command = command_line()
     started = time.perf_counter()
     from pseudolabel.config import load_recipe
-    from pseudolabel.training import run_probe, train_teacher
+    from pseudolabel.probe import run_probe
+    from pseudolabel.teacher import train_teacher
 
     task, split_source = load_house_rooms(args.data, args.split)
     out = args.out or REPO / "runs" / "bench_teacher" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -114,27 +114,31 @@ def run_tutorial(recipe: dict, task, epochs: int) -> dict:
     from pseudolabel import training
     from pseudolabel.augment import get_augment
     from pseudolabel.backbones import freeze_backbone
-    from pseudolabel.evaluation import evaluate_predictions
+    from pseudolabel.evaluation import evaluate_predictions, predict
+    from pseudolabel.features import plain_dataset
+    from pseudolabel.lifecycle import image_names
 
-    t = recipe["train"]
+    t = recipe.train
     started = time.perf_counter()
-    keras.utils.set_random_seed(int(t["seed"]))
+    keras.utils.set_random_seed(t.seed)
     model = training.build_model(recipe, len(task.class_map.names))
-    size = int(model.input_shape[1])
+    size = recipe.model.image_size
     freeze_backbone(model)
-    training._compile(model, float(t["phase1_lr"]))
-    num_classes, bs = len(task.class_map.names), int(t["batch_size"])
+    training.compile_classifier(model, t.phase1_lr)
+    num_classes, bs = len(task.class_map.names), t.batch_size
     train_paths, train_y = task.split.subset("train")
     val_paths, val_y = task.split.subset("val")
     common = dict(num_classes=num_classes, image_size=size, batch_size=bs)
-    train = tutorial_batches(train_paths, train_y, **common, shuffle=True, seed=int(t["seed"]),
-                             augment=get_augment("teacher", size, seed=int(t["seed"])))
+    train = tutorial_batches(train_paths, train_y, **common, shuffle=True, seed=t.seed,
+                             augment=get_augment("teacher", size, seed=t.seed))
     val = tutorial_batches(val_paths, val_y, **common)
     fit_started = time.perf_counter()
     history = model.fit(train, validation_data=val, epochs=epochs, verbose=2,
-                        class_weight=training.class_weights(train_y, num_classes, t["class_weight"]))
+                        class_weight=training.class_weights(train_y, num_classes, t.class_weight))
     fit_s = time.perf_counter() - fit_started
-    names, y, probs = training.predict_subset(model, task, "test", image_size=size, batch_size=bs)
+    test_paths, y = task.split.subset("test")
+    names = image_names(test_paths, task.root)
+    probs = predict(model, plain_dataset(test_paths, image_size=size, batch_size=bs))
     metrics = evaluate_predictions(y, probs, [str(c) for c in task.class_map.names],
                                    positive_index=task.class_map.positive_index)
     return {"metrics": metrics, "names": names, "probs": probs, "fit_s": fit_s, "epochs": len(history.epoch),
@@ -146,10 +150,10 @@ def run_tutorial(recipe: dict, task, epochs: int) -> dict:
 
 def run_pseudolabel(recipe: dict, task, run_dir: Path) -> dict:
     from pseudolabel.evaluation import read_predictions
-    from pseudolabel.training import train_teacher
+    from pseudolabel.teacher import train_teacher
 
     started = time.perf_counter()
-    metrics = train_teacher(recipe, task, run_dir, resume=False, verbose=2)
+    metrics = train_teacher(recipe, task, run_dir, verbose=2)   # a fresh, timestamped run directory
     total_s = time.perf_counter() - started
     predictions = read_predictions(run_dir / "test_predictions.csv")
     timings = metrics["timings"]
@@ -167,7 +171,7 @@ def warm_up(recipe: dict, num_classes: int) -> None:
     from pseudolabel import training
 
     model = training.build_model(recipe, num_classes)
-    size = int(model.input_shape[1])
+    size = recipe.model.image_size
     model.predict(np.zeros((2, size, size, 3), np.float32), verbose=0)
 
 
@@ -190,16 +194,16 @@ def paired(task, tut: dict, pl: dict) -> dict:
 
 def section(args, command, machine_text, split_source, task, recipe, tut, pl, diff, wall_s) -> str:
     sizes = task.split.sizes()
-    m = recipe["model"]
+    m = recipe.model
     ratio = tut["fit_s"] / pl["fit_s"]
     lines = bc.section_head(
         "Tutorial pipeline vs pseudolabel, teacher phase 1" + (" (QUICK, not results)" if args.quick else ""),
         command, machine_text,
         f"Data: {args.data} (Modern vs not-Modern), split {split_source} (sha256 {task.split.hash[:12]}...): "
         f"train {sizes['train']}, val {sizes['val']}, test {sizes['test']}",
-        f"Model: {m['backbone']} at {pl['metrics']['image_size']} px, ImageNet "
-        f"weights, frozen; head BatchNorm -> Dropout({m['dropout']}) -> Dense; Adam {recipe['train']['phase1_lr']:g}, "
-        f"batch {recipe['train']['batch_size']}, balanced class weights, seed {recipe['train']['seed']}; "
+        f"Model: {m.backbone} at {pl['metrics']['image_size']} px, ImageNet "
+        f"weights, frozen; head BatchNorm -> Dropout({m.dropout}) -> Dense; Adam {recipe.train.phase1_lr:g}, "
+        f"batch {recipe.train.batch_size}, balanced class weights, seed {recipe.train.seed}; "
         f"{args.epochs} epochs each, no early stopping; pseudolabel ran first, the tutorial second, after a "
         f"warm-up forward pass (one-time library set-up is in neither); whole script {wall_s / 60:.1f} min",
     )

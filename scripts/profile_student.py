@@ -271,7 +271,7 @@ def main(argv=None):
     args = parse_args(argv)
     command, machine_text = bc.command_line(), bc.machine()
     started = time.perf_counter()
-    from pseudolabel import training
+    from pseudolabel import callbacks as standard
 
     task, _ = bc.load_house_rooms(args.data, args.split)
     pseudo_paths = bc.unlabeled_images(args.data, rooms=("Bedroom",), limit=args.pseudo)
@@ -284,7 +284,7 @@ def main(argv=None):
         bc.log("warming up: tracing the train and test functions")
         trace_s = warm_up(s)
         steps = args.steps or s.plan["steps_per_epoch"]
-        callbacks = training.standard_callbacks(run_dir, monitor="val_loss", patience=int(s.recipe["train"]["patience"]),
+        callbacks = standard.standard_callbacks(run_dir, monitor="val_loss", patience=s.recipe.train.patience,
                                                 backup=True)
         bc.log(f"profiling fit: {args.epochs} epochs of {steps} steps with validation and the standard callbacks")
         fit_rows = profile_fit(s, callbacks, args.epochs, steps)

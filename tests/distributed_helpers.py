@@ -30,9 +30,15 @@ import numpy as np
 SIZE = 16
 LABELED_BATCH, UNLABELED_BATCH = 8, 16  # global batches: 4 and 8 per replica on two replicas
 STEPS = 3
-RECIPE = {"model": {"backbone": "tiny_cnn", "image_size": SIZE, "weights": None, "dropout": 0.0,
-                    "drop_connect_rate": 0.0},
-          "train": {"mixed_precision": "float32"}}
+RECIPE_VALUES = {"model": {"backbone": "tiny_cnn", "image_size": SIZE, "weights": "none", "dropout": 0.0,
+                           "drop_connect_rate": 0.0},
+                 "train": {"mixed_precision": "float32"}}
+
+
+def recipe(**train):
+    from pseudolabel.config import TeacherRecipe
+
+    return TeacherRecipe.model_validate({**RECIPE_VALUES, "train": {**RECIPE_VALUES["train"], **train}})
 
 
 def toy_data(seed: int = 0) -> dict[str, np.ndarray]:
@@ -56,12 +62,12 @@ def train_tiny(strategy, init: dict[str, list[np.ndarray]] | None = None):
     import tensorflow as tf
 
     from pseudolabel.distribute import building
-    from pseudolabel.students import NoisyStudent
+    from pseudolabel.noisy_student import NoisyStudent
     from pseudolabel.training import build_model
 
     data = toy_data()
     keras.utils.set_random_seed(0)
-    teacher, student_net = build_model(RECIPE, 2, strategy), build_model(RECIPE, 2, strategy)
+    teacher, student_net = build_model(recipe(), 2, strategy), build_model(recipe(), 2, strategy)
     if init is not None:
         teacher.set_weights(init["teacher"])
         student_net.set_weights(init["student"])

@@ -102,10 +102,10 @@ def test_student_batches_are_per_replica():
 
 
 def test_recipes_default_to_scaled_rates_and_automatic_precision():
-    from pseudolabel.config import STUDENT_DEFAULTS, TEACHER_DEFAULTS
+    from pseudolabel.config import StudentRecipe, TeacherRecipe
 
-    for defaults in (TEACHER_DEFAULTS, STUDENT_DEFAULTS):
-        assert defaults["train"]["scale_lr"] is True and defaults["train"]["mixed_precision"] == "auto"
+    for defaults in (TeacherRecipe(), StudentRecipe()):
+        assert defaults.train.scale_lr is True and defaults.train.mixed_precision == "auto"
 
 
 # --------------------------------------------------------------------------- mixed precision
@@ -120,8 +120,7 @@ def test_mixed_precision_is_off_on_a_cpu_and_the_output_stays_float32():
     assert distribute.mixed_precision_policy("mixed_float16") == "mixed_float16"
     with pytest.raises(DistributeError, match="mixed_precision"):
         distribute.mixed_precision_policy("fp16")
-    recipe = {"model": dict(helpers.RECIPE["model"]), "train": {"mixed_precision": "mixed_float16"}}
-    model = build_model(recipe, 2)
+    model = build_model(helpers.recipe(mixed_precision="mixed_float16"), 2)
     assert keras.config.dtype_policy().name == "float32"  # the global policy comes back
     assert model.get_layer("backbone").dtype_policy.name == "mixed_float16"
     probs = model(np.zeros((2, helpers.SIZE, helpers.SIZE, 3), np.float32))

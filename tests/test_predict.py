@@ -8,16 +8,15 @@ from pseudolabel.cli import main
 from pseudolabel.config import load_experiment
 from pseudolabel.demo import write_demo
 from pseudolabel.pseudolabels import load_classifier, predict_images
-from pseudolabel.training import train_teacher
+from pseudolabel.teacher import train_teacher
 from pseudolabel.data import load_task
-from pseudolabel.config import load_recipe
 
 
 def _teacher_run(tmp_path):
     experiment = load_experiment(write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=8, epochs=1))
-    task = load_task(experiment["data"])
+    task = load_task(experiment.data.as_task_config())
     run = tmp_path / "teacher"
-    train_teacher(load_recipe(experiment["teacher"]["recipe"], "teacher"), task, run)
+    train_teacher(experiment.teacher_recipe, task, run)
     return run, tmp_path / "demo" / "data" / "Pool"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import types
@@ -13,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 from pseudolabel.backbones import create_model
-from pseudolabel.config import STUDENT_DEFAULTS
-from pseudolabel.students import NoisyStudent, batch_plan, pseudo_cache
+from pseudolabel.config import PseudoConfig, StudentRecipe
+from pseudolabel.noisy_student import NoisyStudent
+from pseudolabel.students import batch_plan, pseudo_cache
 
 SIZE = 16
 
@@ -140,11 +140,14 @@ def make_task(root):
 
 
 def student_recipe(**train):
-    recipe = copy.deepcopy(STUDENT_DEFAULTS)
-    recipe["model"].update(backbone="tiny_cnn", image_size=SIZE, weights="none", dropout=0.2)
-    recipe["train"].update({"epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 5, "unlabeled_ratio": 2.0, **train})
-    recipe["noise"].update(randaugment_magnitude=5)
-    return recipe
+    return StudentRecipe.model_validate({
+        "model": {"backbone": "tiny_cnn", "image_size": SIZE, "weights": "none", "dropout": 0.2},
+        "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "patience": 5, "unlabeled_ratio": 2.0, **train},
+        "noise": {"randaugment_magnitude": 5},
+    })
+
+
+ALL_ROWS = PseudoConfig(threshold=0.0)
 
 
 @pytest.fixture
@@ -172,7 +175,7 @@ def test_train_student_end_to_end(labeled_run, tmp_path):
     task, teacher_file, table_path, table = labeled_run
     teacher_hash = sha(teacher_file)
     run_dir = tmp_path / "student"
-    metrics = train_student(student_recipe(), task, table_path, run_dir, pseudo_cfg={"threshold": 0.0}, verbose=0)
+    metrics = train_student(student_recipe(), task, table_path, run_dir, pseudo=ALL_ROWS, verbose=0)
 
     assert sha(teacher_file) == teacher_hash  # the teacher is never touched
     for name in ("config.json", "provenance.json", "metrics.json", "model.keras", "history.csv",
@@ -185,8 +188,9 @@ def test_train_student_end_to_end(labeled_run, tmp_path):
     assert provenance["split_hash"] == task.split.hash
     config = json.loads((run_dir / "config.json").read_text())
     assert config["pseudo"]["threshold"] == 0.0 and config["train"]["unlabeled_ratio"] == 2.0
-    assert config["pseudo_labels"]["per_pool"] == {"Pool": metrics["n_images"]["pseudo_labeled"]}
-    assert config["batches"]["unlabeled_batch"] == 16
+    assert config["pseudo_labels"] == {"table_sha256": sha(table_path)}
+    assert metrics["pseudo_labels"]["per_pool"] == {"Pool": metrics["n_images"]["pseudo_labeled"]}
+    assert metrics["batches"]["unlabeled_batch"] == 16
     report = json.loads((run_dir / "pseudo_labels_report.json").read_text())
     counts = report["selected"]["per_class"]
     assert len(set(counts.values())) == 1  # balanced
@@ -196,35 +200,31 @@ def test_train_student_end_to_end(labeled_run, tmp_path):
     assert not isinstance(student, NoisyStudent) and student.name == "tiny_cnn_classifier"
     assert {"labeled_loss", "unlabeled_loss", "val_loss"} <= set((run_dir / "history.csv").read_text().splitlines()[0].split(","))
     # A second call reports the finished run without training.
-    assert train_student(student_recipe(), task, table_path, run_dir, pseudo_cfg={"threshold": 0.0}) == metrics
+    assert train_student(student_recipe(), task, table_path, run_dir, pseudo=ALL_ROWS) == metrics
 
 
 class Kill(Exception):
     pass
 
 
-def test_killed_student_resumes_from_its_backup(labeled_run, tmp_path, monkeypatch):
-    import pseudolabel.training as training
+def test_killed_student_resumes_from_its_backup(labeled_run, tmp_path):
     from pseudolabel.students import train_student
 
     task, _, table_path, _ = labeled_run
     run_dir = tmp_path / "student"
     recipe = student_recipe(epochs=3)
-    real = training.standard_callbacks
 
     class KillAfterSecondEpoch(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if epoch == 1:
                 raise Kill()
 
-    monkeypatch.setattr(training, "standard_callbacks", lambda *a, **k: real(*a, **k) + [KillAfterSecondEpoch()])
     with pytest.raises(Kill):
-        train_student(recipe, task, table_path, run_dir, pseudo_cfg={"threshold": 0.0}, verbose=0)
+        train_student(recipe, task, table_path, run_dir, pseudo=ALL_ROWS, verbose=0, callbacks=[KillAfterSecondEpoch()])
     assert (run_dir / "backup").exists() and not (run_dir / "metrics.json").exists()
     assert not (run_dir / "model.keras").exists()
 
-    monkeypatch.setattr(training, "standard_callbacks", real)
-    metrics = train_student(recipe, task, table_path, run_dir, pseudo_cfg={"threshold": 0.0}, verbose=0)
+    metrics = train_student(recipe, task, table_path, run_dir, pseudo=ALL_ROWS, verbose=0)
     assert metrics["resumed_at_epoch"] == 2 and metrics["epochs"] == 3
     epochs = [line.split(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
     assert epochs == ["0", "1", "2"]
@@ -237,7 +237,7 @@ def test_no_pseudo_labels_left_is_a_clear_error(labeled_run, tmp_path):
 
     task, _, table_path, _ = labeled_run
     with pytest.raises(PseudoLabelError, match="lower the threshold"):
-        train_student(student_recipe(), task, table_path, tmp_path / "s", pseudo_cfg={"threshold": 1.01})
+        train_student(student_recipe(), task, table_path, tmp_path / "s", pseudo=PseudoConfig(threshold=1.0))
 
 
 # --------------------------------------------------------------------------- the `student` command
@@ -278,40 +278,41 @@ def test_cli_student(labeled_run, synthetic_root, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["train"]["epochs"] == 1 and config["train"]["unlabeled_ratio"] == 2
     assert config["pseudo"]["mode"] == "hard" and config["pseudo"]["threshold"] == 0
-    assert config["unlabeled_weight_resolved"] == 2.0
-    assert (out / "metrics.json").exists() and "test ROC AUC" in result.output
-    assert config["pseudo_cache"] == str(out / "cache" / "pseudo")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["unlabeled_weight"] == 2.0 and "test ROC AUC" in result.output
+    assert metrics["pseudo_cache"] == str(out / "cache" / "pseudo")
     assert not (out / "cache").exists()  # removed once the run finished
 
 
 def test_set_trainable_freezes_only_backbone_batchnorm():
-    from pseudolabel.students import _set_trainable
+    from pseudolabel.students import set_trainable
 
     model = tiny()
-    _set_trainable(model, freeze_bn=True)
+    set_trainable(model, freeze_bn=True)
     backbone, head = model.get_layer("backbone"), model.get_layer("head")
     for layer in backbone.layers:
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
         assert layer.trainable != is_bn or not layer.weights, layer.name
     assert head.get_layer("head_bn").trainable
-    _set_trainable(model, freeze_bn=False)
+    set_trainable(model, freeze_bn=False)
     assert all(layer.trainable for layer in backbone.layers)
 
 
 def test_set_trainable_top_blocks_only():
     from pseudolabel.backbones import block_names
-    from pseudolabel.config import ConfigError
-    from pseudolabel.students import _set_trainable
+    from pseudolabel.config import ConfigError, validate
+    from pseudolabel.students import set_trainable
 
     model = tiny()
     backbone = model.get_layer("backbone")
     top = block_names(backbone)[-1]
-    _set_trainable(model, freeze_bn=False, unfreeze_blocks=1)
+    set_trainable(model, freeze_bn=False, unfreeze_blocks=1)
     trainable = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
     assert trainable and all(name.startswith((top, "top")) for name in trainable)
     assert not any(isinstance(backbone.get_layer(n), keras.layers.BatchNormalization) for n in trainable)
-    with pytest.raises(ConfigError, match="unfreeze_blocks"):
-        _set_trainable(model, freeze_bn=True, unfreeze_blocks=0)
+    # 0 blocks is refused when the recipe is read, before any model is built
+    with pytest.raises(ConfigError, match="r.toml: train.unfreeze_blocks: should be 'all' or greater than or equal to 1"):
+        validate(StudentRecipe, {"train": {"unfreeze_blocks": 0}}, source="r.toml")
 
 
 def test_cli_student_reports_an_empty_selection_cleanly(labeled_run, synthetic_root, tmp_path):

@@ -79,7 +79,7 @@ def task(dataset_root):
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory, task):
     """One finished teacher (phase 1 + phase 2), shared by the artifact and no-retrain tests."""
-    from pseudolabel.training import train_teacher
+    from pseudolabel.teacher import train_teacher
 
     base = tmp_path_factory.mktemp("teacher")
     recipe = config.load_recipe(write_recipe(base / "teacher.toml"), "teacher")
@@ -108,7 +108,7 @@ def test_class_weights_balanced():
 
 
 def test_standard_callbacks_trim_history_and_resume_best(tmp_path):
-    from pseudolabel.training import BestWeightsCheckpoint, ResumableEarlyStopping, standard_callbacks
+    from pseudolabel.callbacks import BestWeightsCheckpoint, ResumableEarlyStopping, standard_callbacks
 
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss,val_loss\n0,1.0,0.9\n1,0.8,0.5\n2,0.7,0.6\n3,0.6,0.7\n")
@@ -132,27 +132,28 @@ def test_head_on_features_predicts_like_full_model(tmp_path, task):
 
     from pseudolabel import training
     from pseudolabel.backbones import freeze_backbone
-    from pseudolabel.rundir import RunDir
+    from pseudolabel.features import extract_features, plain_dataset
+    from pseudolabel.teacher import TeacherRun
 
     recipe = config.load_recipe(write_recipe(tmp_path / "t.toml", phase1=3, phase2=0), "teacher")
     keras.utils.set_random_seed(0)
+    run = TeacherRun(recipe, task, tmp_path / "run", verbose=0)
+    run.path.mkdir()
     model = training.build_model(recipe, 2)
     freeze_backbone(model)
-    run = RunDir.create(tmp_path / "run", recipe, seed=0, split_hash=task.split.hash)
-    summary = training.run_phase1(model, recipe, task, run, image_size=32, verbose=0)
+    summary = run.run_phase1(model, recipe.train)
     assert summary["epochs"] == 3 and summary["n_train_features"] == 2 * len(task.split.subset("train")[0])
 
     val_paths, _ = task.split.subset("val")
-    features = training.extract_features(model.get_layer("backbone"),
-                                         training._plain_dataset(val_paths, image_size=32, batch_size=8))
+    features = extract_features(model.get_layer("backbone"), plain_dataset(val_paths, image_size=32, batch_size=8))
     on_features = model.get_layer("head").predict(features, verbose=0)
-    in_model = model.predict(training._plain_dataset(val_paths, image_size=32, batch_size=8), verbose=0)
+    in_model = model.predict(plain_dataset(val_paths, image_size=32, batch_size=8), verbose=0)
     np.testing.assert_allclose(on_features, in_model, atol=1e-5)
     # The cached val features are the ones the model computes now, and a second fit reuses them.
     with np.load(run.file("features.npz")) as npz:
         np.testing.assert_allclose(npz["val_x"], features, atol=1e-5)
     assert not summary["features_reused"]
-    assert training.run_phase1(model, recipe, task, run, image_size=32, verbose=0)["features_reused"]
+    assert run.run_phase1(model, recipe.train)["features_reused"]
 
 
 # --------------------------------------------------------------------------- the teacher
@@ -200,7 +201,7 @@ def test_teacher_writes_every_artifact(teacher_run, task):
 
 
 def test_finished_teacher_is_not_retrained(teacher_run, task, capsys):
-    from pseudolabel.training import train_teacher
+    from pseudolabel.teacher import train_teacher
 
     run_dir, metrics, recipe = teacher_run
     stamp = (run_dir / "model.keras").stat().st_mtime_ns
@@ -208,40 +209,43 @@ def test_finished_teacher_is_not_retrained(teacher_run, task, capsys):
     assert again["roc_auc"] == metrics["roc_auc"]
     assert (run_dir / "model.keras").stat().st_mtime_ns == stamp
     assert "finished earlier" in capsys.readouterr().out
-    changed = {**recipe, "train": {**recipe["train"], "phase2_epochs": 9}}
-    with pytest.raises(config.ConfigError, match="phase2_epochs"):
+    changed = recipe.model_copy(update={"train": recipe.train.model_copy(update={"phase2_epochs": 9})})
+    with pytest.raises(config.ConfigError, match="phase2_epochs: 2 -> 9.*--restart"):
         train_teacher(changed, task, run_dir, verbose=0)
 
 
 def test_unfinished_teacher_continues_only_on_its_split_and_recipe(teacher_run, task):
-    from pseudolabel.training import train_teacher
+    from pseudolabel.lifecycle import RunChangedError
+    from pseudolabel.teacher import train_teacher
 
     run_dir, _, recipe = teacher_run
     other = make_task(task.root)
     other.split = data.make_split(task.labeled, task.class_map, test_size=0.25, val_size=0.2, seed=1,
                                   hash_distance=None)
-    changed = {**recipe, "train": {**recipe["train"], "phase1_lr": 0.1}}
+    changed = recipe.model_copy(update={"train": recipe.train.model_copy(update={"phase1_lr": 0.1})})
     (run_dir / "metrics.json").rename(run_dir / "metrics.keep")
     try:
-        with pytest.raises(data.DataError, match="was started on split"):
+        with pytest.raises(RunChangedError, match="was started on split"):
             train_teacher(recipe, other, run_dir, verbose=0)
-        with pytest.raises(config.ConfigError, match=r"another recipe \(changed: train.phase1_lr\)"):
+        with pytest.raises(RunChangedError, match=r"another config \(changed: train.phase1_lr: 0.003 -> 0.1\)"):
             train_teacher(changed, task, run_dir, verbose=0)
     finally:
         (run_dir / "metrics.keep").rename(run_dir / "metrics.json")
 
 
-def test_a_run_older_than_a_recipe_key_resumes_when_the_key_is_at_its_default(tmp_path):
-    from pseudolabel.training import _check_same_recipe
+def test_a_run_older_than_a_recipe_key_resumes_when_the_key_is_at_its_default(tmp_path, task):
+    from pseudolabel.lifecycle import RunChangedError
+    from pseudolabel.teacher import TeacherRun
 
     recipe = config.load_recipe(write_recipe(tmp_path / "t.toml"), "teacher")
-    old = json.loads(json.dumps(recipe))
+    old = recipe.model_dump(mode="json")
     del old["train"]["scale_lr"], old["train"]["mixed_precision"]  # keys added after this run started
-    (tmp_path / "config.json").write_text(json.dumps(old))
-    _check_same_recipe(tmp_path, recipe)
-    recipe["train"]["scale_lr"] = False
-    with pytest.raises(config.ConfigError, match=r"changed: train.scale_lr"):
-        _check_same_recipe(tmp_path, recipe)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(old))
+    assert TeacherRun(recipe, task, tmp_path / "run").status() == "unfinished"
+    changed = recipe.model_copy(update={"train": recipe.train.model_copy(update={"scale_lr": False})})
+    with pytest.raises(RunChangedError, match=r"changed: train.scale_lr: True -> False"):
+        TeacherRun(changed, task, tmp_path / "run").status()
 
 
 # A teacher in its own process, so the test can SIGKILL it. With SLOW set, every phase-2 epoch ends
@@ -250,19 +254,18 @@ KILLABLE = textwrap.dedent("""
     import os, sys, time
     sys.path.insert(0, {tests!r})
     import keras
-    from pseudolabel import config, training
+    from pseudolabel import config, teacher
     from test_training import make_task
     from pathlib import Path
 
-    class Pause(keras.callbacks.Callback):
+    class PauseInPhase2(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            time.sleep(float(os.environ.get("SLOW", "0")))
+            if isinstance(self.model, keras.Model) and self.model.name.endswith("classifier"):
+                time.sleep(float(os.environ.get("SLOW", "0")))
 
-    original = training.standard_callbacks
-    training.standard_callbacks = lambda *a, **k: original(*a, **k) + ([Pause()] if k.get("backup", True) else [])
     recipe = config.load_recipe(sys.argv[2], "teacher")
     started = time.perf_counter()
-    training.train_teacher(recipe, make_task(Path(sys.argv[1])), sys.argv[3], verbose=2)
+    teacher.train_teacher(recipe, make_task(Path(sys.argv[1])), sys.argv[3], verbose=2, callbacks=[PauseInPhase2()])
     print(f"teacher process: {{time.perf_counter() - started:.1f}} s after imports")
 """)
 
@@ -319,7 +322,7 @@ def test_killed_teacher_resumes_phase2(tmp_path, dataset_root):
 
 
 def test_probe_writes_metrics(tmp_path, task):
-    from pseudolabel.training import run_probe
+    from pseudolabel.probe import run_probe
 
     metrics = run_probe(task, tmp_path / "probe", backbone="tiny_cnn", image_size=32, weights=None, cv=3,
                         verbose=0)
@@ -328,9 +331,15 @@ def test_probe_writes_metrics(tmp_path, task):
     assert 0.0 <= metrics["roc_auc"] <= 1.0 and len(metrics["roc_auc_ci"]) == 2
     assert metrics["probe"]["fit_on"] == "train" and metrics["probe"]["C"] > 0
     assert metrics["positive_class"] == "modern"
-    # Rerun: reported, not refitted.
-    assert run_probe(task, tmp_path / "probe", backbone="tiny_cnn", image_size=32, weights=None)["roc_auc"] \
-        == metrics["roc_auc"]
+    # Rerun: reported, not refitted; with other settings, refused (naming them) unless restarted.
+    again = run_probe(task, tmp_path / "probe", backbone="tiny_cnn", image_size=32, weights=None, cv=3)
+    assert again["roc_auc"] == metrics["roc_auc"]
+    from pseudolabel.lifecycle import RunChangedError
+
+    with pytest.raises(RunChangedError, match=r"changed: cv: 3 -> 5"):
+        run_probe(task, tmp_path / "probe", backbone="tiny_cnn", image_size=32, weights=None)
+    assert run_probe(task, tmp_path / "probe", backbone="tiny_cnn", image_size=32, weights=None,
+                     restart=True)["probe"]["cv"] == 5
 
 
 # --------------------------------------------------------------------------- the command line

@@ -9,49 +9,54 @@ import click
 
 
 def data_options(func):
-    """--experiment / --root / --labels / --split / --classes / --allow-split-change."""
+    """--experiment / --root / --labels / --split / --classes."""
     options = [
         click.option("--experiment", type=click.Path(exists=True, dir_okay=False),
                      help="Experiment TOML to take the data settings from; the flags below override it."),
         click.option("--root", "--data", "root", type=click.Path(exists=True, file_okay=False),
                      help="Data root: image paths in the labels CSV and split are relative to it."),
         click.option("--labels", type=click.Path(dir_okay=False),
-                     help="Labels CSV (image,label). Default: ROOT/labels.csv."),
+                     help="Labels CSV (image,label). Without --experiment: ROOT/labels.csv if not given."),
         click.option("--split", type=click.Path(dir_okay=False),
                      help="Fixed train/val/test split CSV (from `pseudolabel data split`)."),
         click.option("--classes", default=None,
                      help="Class map: 'house_rooms' (Modern vs not-Modern, N merged into O) or "
                           "'identity' (one class per raw label). Default: the experiment's, else identity."),
-        click.option("--allow-split-change", is_flag=True,
-                     help="Evaluate even if the split differs from the one the run recorded."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
 
 
-def data_config(experiment=None, root=None, labels=None, split=None, classes=None, allow_split_change=False) -> dict:
-    """The experiment's `data` table with command-line flags applied (paths made absolute)."""
+def data_config(experiment=None, root=None, labels=None, split=None, classes=None):
+    """The experiment's `[data]` table (a `config.DataConfig`) with the command-line flags applied;
+    relative flag paths are relative to the current directory."""
     from pathlib import Path
 
-    from pseudolabel.config import EXPERIMENT_DEFAULTS, load_experiment
+    from pseudolabel.config import DataConfig, load_experiment, validate
 
-    cfg = dict(load_experiment(experiment)["data"]) if experiment else dict(EXPERIMENT_DEFAULTS["data"])
+    values = load_experiment(experiment).data.model_dump(exclude_none=True) if experiment else {}
     if root:
-        cfg["root"] = str(Path(root).resolve())
+        values["root"] = str(Path(root).resolve())
         if not labels and not experiment:
-            cfg["labels"] = str(Path(root, "labels.csv").resolve())
-    if labels:
-        cfg["labels"] = str(Path(labels).resolve())
-    if split:
-        cfg["split"] = str(Path(split).resolve())
+            values["labels"] = str(Path(root, "labels.csv").resolve())
+    for key, value in (("labels", labels), ("split", split)):
+        if value:
+            values[key] = str(Path(value).resolve())
     if classes:
-        cfg["classes"] = classes
-    if allow_split_change:
-        cfg["allow_split_change"] = True
-    if not cfg.get("root") or cfg["root"] == ".":
+        values["classes"] = classes
+    if not values.get("root"):
         raise click.UsageError("give --root (the data folder) or --experiment")
-    return cfg
+    return validate(DataConfig, values, source="the command line (--experiment/--root/--labels/--split/--classes)")
+
+
+def restart_option(func):
+    """--restart: start over a run whose recorded config or split differs (else such a run is refused)."""
+    return click.option(
+        "--restart", is_flag=True,
+        help="Start over any run whose output holds a run of another config or split (without it, "
+             "such a run is refused with a line naming the change). Unchanged runs are not redone.",
+    )(func)
 
 
 def strategy_option(func):

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.common import data_config, data_options, fail_cleanly, parse_overrides, strategy_option
+from pseudolabel.cli.common import (
+    data_config,
+    data_options,
+    fail_cleanly,
+    parse_overrides,
+    restart_option,
+    strategy_option,
+)
 
 TTA_CHOICES = click.Choice(["none", "flip", "ten_crop"])
 
@@ -38,8 +45,7 @@ TTA_CHOICES = click.Choice(["none", "flip", "ten_crop"])
                    "OUT's part OUT.part-III-of-NNN.csv. Give every machine the same pools and options; "
                    "then `pseudolabel merge-labels OUT` joins the parts.")
 @fail_cleanly
-def label(model_path, experiment, root, labels, split, classes, allow_split_change, pools, glob, tta,
-          batch_size, out, shard):
+def label(model_path, experiment, root, labels, split, classes, pools, glob, tta, batch_size, out, shard):
     """Pseudo-label unlabeled pools with a teacher model (no noise: inference mode, no augmentation).
 
     Every pool is scanned, and every labeled image (train, val AND test) and its near-duplicates
@@ -52,18 +58,19 @@ def label(model_path, experiment, root, labels, split, classes, allow_split_chan
     from pseudolabel.data import load_task, prepare_pools
     from pseudolabel.pseudolabels import label_pools, load_classifier
 
-    data_cfg = data_config(experiment, root, labels, split, classes, allow_split_change)
+    data_cfg = data_config(experiment, root, labels, split, classes)
     pseudo_cfg = _pseudo_config(experiment)
     pool_cfgs = _pool_configs(experiment, pools, glob)
-    task = load_task(data_cfg)
+    task = load_task(data_cfg.as_task_config())
     model, model_file, recorded = load_classifier(model_path)
     class_names = [str(c) for c in task.class_map.names]
     _check_model_classes(model, model_file, class_names, recorded)
 
-    filtered = prepare_pools(pool_cfgs, task.labeled.paths, out.parent, report_name=f"{out.stem}.pools")
-    label_pools(model, filtered, image_size=int(model.input_shape[1]),
-                batch_size=batch_size or int(pseudo_cfg["batch_size"]), tta=tta or pseudo_cfg["tta"],
-                class_names=class_names, out_path=out, shard=shard)
+    filtered = prepare_pools([p.model_dump() for p in pool_cfgs], task.labeled.paths, out.parent,
+                             report_name=f"{out.stem}.pools")
+    # A model file alone: its input layer is what says its resolution.
+    label_pools(model, filtered, image_size=int(model.input_shape[1]), batch_size=batch_size or pseudo_cfg.batch_size,
+                tta=tta or pseudo_cfg.tta, class_names=class_names, out_path=out, shard=shard)
     if shard:
         click.echo(f"shard {shard[0]} of {shard[1]} done; once every shard is: pseudolabel merge-labels {out}")
 
@@ -109,10 +116,11 @@ def merge_labels(table, parts):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, e.g. --set train.epochs=3 --set noise.randaugment_magnitude=9 "
                    "(values are TOML: numbers, true/false, \"strings\"). Repeatable.")
+@restart_option
 @strategy_option
 @fail_cleanly
-def student(recipe, table, experiment, root, labels, split, classes, allow_split_change, out, mode, threshold,
-            temperature, per_class, balance, ratio, overrides, strategy):
+def student(recipe, table, experiment, root, labels, split, classes, out, mode, threshold,
+            temperature, per_class, balance, ratio, overrides, restart, strategy):
     """Train a Noisy Student on the labeled train split plus a pseudo-label table.
 
     The student starts from its recipe's ImageNet weights (not from the teacher), sees RandAugment
@@ -124,18 +132,16 @@ def student(recipe, table, experiment, root, labels, split, classes, allow_split
     from pseudolabel.distribute import get_strategy
     from pseudolabel.students import train_student
 
-    strategy = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF work
-    data_cfg = data_config(experiment, root, labels, split, classes, allow_split_change)
     recipe_overrides = parse_overrides(overrides)
     if ratio is not None:
         recipe_overrides.setdefault("train", {})["unlabeled_ratio"] = ratio
-    pseudo_cfg = _pseudo_config(experiment)
+    loaded = load_recipe(recipe, "student", overrides=recipe_overrides or None)   # fails before any TF work
     flags = {"mode": mode, "threshold": threshold, "temperature": temperature, "per_class": per_class,
              "balance": balance}
-    pseudo_cfg.update({k: v for k, v in flags.items() if v is not None})
-    task = load_task(data_cfg)
-    train_student(load_recipe(recipe, "student", overrides=recipe_overrides or None), task, table, out,
-                  pseudo_cfg=pseudo_cfg, strategy=strategy)
+    pseudo_cfg = _pseudo_config(experiment, {k: v for k, v in flags.items() if v is not None})
+    strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
+    task = load_task(data_config(experiment, root, labels, split, classes).as_task_config())
+    train_student(loaded, task, table, out, pseudo=pseudo_cfg, strategy=strategy, restart=restart)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -150,21 +156,23 @@ def _shard(value: str | None) -> tuple[int, int] | None:
         raise click.BadParameter(str(e), param_hint="--shard") from None
 
 
-def _pseudo_config(experiment) -> dict:
-    from pseudolabel.config import PSEUDO_DEFAULTS, load_experiment
+def _pseudo_config(experiment, flags: dict | None = None):
+    """The experiment's `[pseudo]` (or the defaults) with the command-line flags applied, validated."""
+    from pseudolabel.config import PseudoConfig, load_experiment, validate
 
-    return dict(load_experiment(experiment)["pseudo"]) if experiment else dict(PSEUDO_DEFAULTS)
+    pseudo = load_experiment(experiment).pseudo if experiment else PseudoConfig()
+    return validate(PseudoConfig, {**pseudo.model_dump(), **(flags or {})}, source="the command line")
 
 
-def _pool_configs(experiment, pools, glob) -> list[dict]:
-    from pseudolabel.config import load_experiment
+def _pool_configs(experiment, pools, glob) -> list:
+    from pseudolabel.config import PoolConfig, load_experiment
 
     if pools:
-        return [{"name": Path(p).name, "path": str(Path(p).resolve()), "glob": glob} for p in pools]
-    configured = load_experiment(experiment)["pools"] if experiment else []
+        return [PoolConfig(name=Path(p).name, path=str(Path(p).resolve()), glob=glob) for p in pools]
+    configured = load_experiment(experiment).pools if experiment else []
     if not configured:
         raise click.UsageError("give --pool DIR (or an --experiment with [[pools]])")
-    return [{**p, "glob": glob or p.get("glob")} for p in configured]
+    return [p.model_copy(update={"glob": glob or p.glob}) for p in configured]
 
 
 def _check_model_classes(model, model_file: Path, class_names: list[str], recorded: list[str] | None) -> None:

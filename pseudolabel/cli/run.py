@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.common import fail_cleanly, strategy_option
+from pseudolabel.cli.common import fail_cleanly, restart_option, strategy_option
 
 
 @click.command()
@@ -18,29 +18,34 @@ from pseudolabel.cli.common import fail_cleanly, strategy_option
               help="Override the experiment's data root (where the labels CSV and pools are).")
 @click.option("--output", type=click.Path(file_okay=False),
               help="Override the experiment's output directory.")
+@click.option("--rounds", type=click.IntRange(min=0), default=None,
+              help="Run only the teacher and the first N student rounds (default: all).")
+@restart_option
 @strategy_option
 @fail_cleanly
-def run(experiment, pools, glob, root, output, strategy):
+def run(experiment, pools, glob, root, output, rounds, restart, strategy):
     """Run an EXPERIMENT file: teacher -> pseudo-labels -> student -> ... -> report.
 
     Every round is evaluated on the fixed test split. Rerunning the same command resumes: a
     finished model or pseudo-label table is not redone, an interrupted training continues from
-    its backup. The report (compare.md / compare.html / roc.png) lands in OUTPUT/report.
+    its backup. A run whose recipe, pseudo-label settings, pools or teacher changed is refused
+    before any work, naming the change; --restart starts it (and the rounds after it) over. The
+    report (compare.md / compare.html / roc.png) lands in OUTPUT/report. Every relative path in
+    the experiment file is relative to that file.
     """
-    from pseudolabel.config import load_experiment
+    from pseudolabel.config import PoolConfig, load_experiment
     from pseudolabel.distribute import get_strategy
     from pseudolabel.rounds import run_experiment
 
-    strategy = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF work
     overrides = {}
     if root:
         overrides["data"] = {"root": str(Path(root).resolve())}
     if output:
         overrides["output"] = str(Path(output).resolve())
-    # Overrides apply before paths are resolved, so labels and pools follow a new data root.
-    exp = load_experiment(experiment, overrides=overrides or None)
-    extra = tuple({"name": Path(p).name, "path": str(Path(p).resolve()), "glob": glob} for p in pools)
-    run_experiment(exp, extra_pools=extra, strategy=strategy)
+    exp = load_experiment(experiment, overrides=overrides or None)   # every recipe checked: before any work
+    extra = tuple(PoolConfig(name=Path(p).name, path=str(Path(p).resolve()), glob=glob) for p in pools)
+    strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
+    run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds)
 
 
 @click.command()

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import click
 
-from pseudolabel.cli.common import data_config, data_options, fail_cleanly, parse_overrides, strategy_option
+from pseudolabel.cli.common import (
+    data_config,
+    data_options,
+    fail_cleanly,
+    parse_overrides,
+    restart_option,
+    strategy_option,
+)
 
 
-def _load_task(data_kwargs: dict):
+def load_task_from_flags(data_kwargs: dict):
+    """The task the --experiment / --root / --labels / --split / --classes flags describe."""
     from pseudolabel.data import load_task
 
-    return load_task(data_config(**data_kwargs))
+    return load_task(data_config(**data_kwargs).as_task_config())
 
 
 @click.command()
@@ -22,9 +30,10 @@ def _load_task(data_kwargs: dict):
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a recipe value, e.g. --set train.phase1_epochs=3 --set train.phase2_epochs=0 "
                    "(TOML values; bare words are strings). Repeatable.")
+@restart_option
 @strategy_option
 @fail_cleanly
-def teach(recipe, out, overrides, strategy, **data_kwargs):
+def teach(recipe, out, overrides, restart, strategy, **data_kwargs):
     """Train the supervised teacher of a RECIPE on the labeled data; evaluate it on the test split.
 
     Phase 1 fits the classifier head on backbone features computed once (cached in the run
@@ -35,39 +44,44 @@ def teach(recipe, out, overrides, strategy, **data_kwargs):
     """
     from pseudolabel.config import load_recipe
     from pseudolabel.distribute import get_strategy
-    from pseudolabel.training import train_teacher
+    from pseudolabel.teacher import train_teacher
 
-    strategy = get_strategy(strategy)  # first: a multi-worker strategy must precede any TF work
-    recipe_dict = load_recipe(recipe, "teacher", parse_overrides(overrides) or None)
-    train_teacher(recipe_dict, _load_task(data_kwargs), out, strategy=strategy)
+    loaded = load_recipe(recipe, "teacher", parse_overrides(overrides) or None)   # fails before any TF work
+    strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
+    train_teacher(loaded, load_task_from_flags(data_kwargs), out, strategy=strategy, restart=restart)
 
 
 @click.command()
 @click.option("--backbone", default="efficientnet_lite0", show_default=True,
               help="Registered backbone whose frozen features the probe reads (`pseudolabel models list`).")
-@click.option("--image-size", type=int, default=None, help="Input resolution. Default: the backbone's own.")
+@click.option("--image-size", type=click.IntRange(min=16), default=None,
+              help="Input resolution. Default: the backbone's own.")
 @click.option("--weights", default="imagenet", show_default=True,
               help="'imagenet', 'none' (random init) or a weights file.")
-@click.option("--cv", default=5, show_default=True, help="Folds of the stratified cross-validation that picks C.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the cross-validation folds.")
-@click.option("--batch-size", default=32, show_default=True, help="Batch size of the feature extraction.")
+@click.option("--cv", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Folds of the stratified cross-validation that picks C.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the cross-validation folds.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Batch size of the feature extraction.")
 @data_options
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run directory (metrics.json, test_predictions.csv, features.npz, provenance).")
+@restart_option
 @fail_cleanly
-def probe(backbone, image_size, weights, cv, seed, batch_size, out, **data_kwargs):
+def probe(backbone, image_size, weights, cv, seed, batch_size, out, restart, **data_kwargs):
     """Linear-probe baseline: frozen backbone features -> standardized logistic regression.
 
     C is chosen by stratified cross-validation (ROC AUC) on the train split; the model is fitted
     on train only and evaluated on the same test split as the teacher, with the same files, so
     `pseudolabel compare` can put it beside the other runs.
     """
-    from pseudolabel.training import run_probe
+    from pseudolabel.config import ProbeConfig, validate
+    from pseudolabel.probe import ProbeRun
 
-    if isinstance(weights, str) and weights.lower() == "none":
-        weights = None
-    run_probe(_load_task(data_kwargs), out, backbone=backbone, image_size=image_size, weights=weights,
-              cv=cv, seed=seed, batch_size=batch_size)
+    config = validate(ProbeConfig, {"model": {"backbone": backbone, "image_size": image_size, "weights": weights},
+                                    "cv": cv, "seed": seed, "batch_size": batch_size},
+                      source="the command line (--backbone/--image-size/--weights)")
+    ProbeRun(config, load_task_from_flags(data_kwargs), out, restart=restart).run()
 
 
 commands = [teach, probe]

@@ -1,0 +1,317 @@
+"""Typed schemas of recipes and experiments (pydantic), validated when a file is read.
+
+Every table has a schema: unknown keys, wrong types ("3e-3" for a number) and values out of range
+or not allowed are errors before any model is built. `config.loading` turns them into one line
+naming the file, the key and what is allowed. A validated config is immutable; its
+`model_dump(mode="json")` is what a run saves as `config.json` and compares on resume.
+
+Relative paths are resolved against the folder of the file that names them (passed as the
+validation context `base`), so a config means the same from any directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+TTA = Literal["none", "flip", "ten_crop"]
+CLASS_WEIGHT = Literal["balanced", "none"]
+MIXED_PRECISION = Literal["auto", "mixed_float16", "float32"]
+NAMED_CLASS_MAPS = Literal["identity", "house_rooms"]
+
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]           # dropout, stochastic depth, smoothing
+Positive = Annotated[float, Field(gt=0.0)]               # learning rates, temperatures, ratios
+Count = Annotated[int, Field(ge=0)]                      # epochs, patience, seeds
+AtLeastOne = Annotated[int, Field(ge=1)]                 # batch sizes, views, blocks
+
+
+# Fields the loader sets (never written in a file): not offered as "known keys" in errors.
+LOADER_FIELDS = frozenset({"kind", "path", "teacher_recipe", "student_recipes"})
+
+
+class Table(BaseModel):
+    """A config table: unknown keys are errors, no type coercion (a string is not a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def resolve_path(value: str | None, info: ValidationInfo) -> str | None:
+    """`~` expanded; relative to the folder of the file being read (context `base`)."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path.resolve()) if path.is_absolute() else str(path)
+
+
+def _known(names: list[str], what: str, value: str) -> str:
+    if value not in names:
+        raise ValueError(f"unknown {what} '{value}' (known: {', '.join(names)})")
+    return value
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+class ModelConfig(Table):
+    """`[model]`: the classifier `backbones.create_model` builds. `image_size` defaults to the
+    backbone's own resolution (its spec is the one source); `weights`: "imagenet", "none"
+    (random initialisation) or a weights file."""
+
+    backbone: str = "efficientnet_lite0"
+    image_size: Optional[Annotated[int, Field(ge=16)]] = None
+    weights: Optional[str] = "imagenet"
+    dropout: Rate = 0.5
+    drop_connect_rate: Rate = 0.2
+
+    @field_validator("backbone")
+    @classmethod
+    def _registered_backbone(cls, value: str) -> str:
+        from pseudolabel.backbones import list_backbones
+
+        return _known(list_backbones(), "backbone", value)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value.lower() in ("none", "random", ""):
+            return None   # TOML has no null: "none" means random initialisation
+        if value == "imagenet":
+            return value
+        return resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _default_image_size(self) -> "ModelConfig":
+        if self.image_size is None:
+            from pseudolabel.backbones import get_spec
+
+            object.__setattr__(self, "image_size", get_spec(self.backbone).image_size)
+        return self
+
+
+def registered_augment(value: str) -> str:
+    from pseudolabel.augment import list_augments
+
+    return _known(list_augments(), "augmentation", value)
+
+
+class TrainCommon(Table):
+    """`[train]` keys of teachers and students. Under a tf.distribute strategy `batch_size` is per
+    replica and the learning rates are multiplied by the replicas unless `scale_lr` is false.
+    `mixed_precision`: "auto" (mixed_float16 on a GPU, float32 on a CPU), "mixed_float16", "float32"."""
+
+    seed: Count = 0
+    scale_lr: bool = True
+    mixed_precision: MIXED_PRECISION = "auto"
+    tta: TTA = "none"            # test-time augmentation at evaluation
+    class_weight: CLASS_WEIGHT = "balanced"
+
+
+class TeacherTrain(TrainCommon):
+    batch_size: AtLeastOne = 32
+    augment: str = "teacher"      # augmentation policy (pseudolabel.augment) of phase 2
+    feature_views: AtLeastOne = 1  # phase 1: 1 clean + (n-1) augmented cached feature sets
+    phase1_epochs: Count = 60
+    phase1_lr: Positive = 1e-3
+    phase1_patience: Count = 8
+    phase2_epochs: Count = 0       # 0: no fine-tuning of the top blocks
+    phase2_lr: Positive = 1e-5
+    phase2_patience: Count = 5
+    unfreeze_blocks: AtLeastOne = 2
+
+    @field_validator("augment")
+    @classmethod
+    def _registered_augment(cls, value: str) -> str:
+        return registered_augment(value)
+
+
+class StudentTrain(TrainCommon):
+    batch_size: AtLeastOne = 16    # labeled batch; the pseudo-labeled batch is ratio x this
+    epochs: Count = 10
+    lr: Positive = 1e-4
+    patience: Count = 4
+    unlabeled_ratio: Positive = 1.0
+    # "ratio": = unlabeled_ratio (the official loss: every image weighs the same), else a weight >= 0
+    unlabeled_weight: Union[Literal["ratio"], Annotated[float, Field(ge=0.0)]] = "ratio"
+    freeze_bn: bool = True
+    # "all": the whole backbone trains (the paper); N: only the top N blocks (cheaper on a CPU)
+    unfreeze_blocks: Union[Literal["all"], AtLeastOne] = "all"
+    pseudo_cache_mb: Annotated[float, Field(ge=0.0)] = 2048.0  # decoded pseudo-labeled images in memory up to this
+
+    @property
+    def resolved_unlabeled_weight(self) -> float:
+        return float(self.unlabeled_ratio if self.unlabeled_weight == "ratio" else self.unlabeled_weight)
+
+
+class Noise(Table):
+    """`[noise]`: the student's input noise, on labeled and pseudo-labeled images alike."""
+
+    augment: str = "randaugment"
+    randaugment_ops: Annotated[int, Field(ge=0, le=14)] = 2
+    randaugment_magnitude: Annotated[float, Field(ge=0.0, le=30.0)] = 6.0
+
+    @field_validator("augment")
+    @classmethod
+    def _registered_augment(cls, value: str) -> str:
+        return registered_augment(value)
+
+
+class Recipe(Table):
+    """A model recipe file (`teachers/*.toml`, `students/*.toml`)."""
+
+    kind: str
+    path: Optional[str] = None    # the recipe file, recorded for provenance
+    model: ModelConfig = ModelConfig()
+
+
+class TeacherRecipe(Recipe):
+    kind: Literal["teacher"] = "teacher"
+    train: TeacherTrain = TeacherTrain()
+
+
+class StudentRecipe(Recipe):
+    kind: Literal["student"] = "student"
+    model: ModelConfig = ModelConfig(dropout=0.2)
+    train: StudentTrain = StudentTrain()
+    noise: Noise = Noise()
+
+
+RECIPES: dict[str, type[Recipe]] = {"teacher": TeacherRecipe, "student": StudentRecipe}
+
+
+class ProbeConfig(Table):
+    """The linear probe: frozen backbone features -> standardized logistic regression (C by CV)."""
+
+    kind: Literal["probe"] = "probe"
+    model: ModelConfig = ModelConfig()
+    cv: Annotated[int, Field(ge=2)] = 5
+    seed: Count = 0
+    batch_size: AtLeastOne = 32
+
+
+# --------------------------------------------------------------------------- experiments
+
+
+class PseudoConfig(Table):
+    """`[pseudo]`: how the teacher's predictions on the pools become the student's targets."""
+
+    mode: Literal["soft", "hard"] = "soft"  # soft: probabilities at `temperature`; hard: argmax + smoothing
+    temperature: Positive = 1.0
+    label_smoothing: Rate = 0.1
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3  # drop images whose top probability is below
+    balance: bool = True          # per class the most confident up to `per_class`, duplicating when short
+    per_class: Count = 0          # 0: the largest class count after thresholding
+    tta: TTA = "none"
+    batch_size: AtLeastOne = 64
+
+
+class ClassesTable(Table):
+    """`[data.classes]`: class names in index order; `map` raw label -> class name (default: each
+    name is its own raw label, the K-class form); `positive`: the class whose ROC AUC a binary
+    task reports."""
+
+    names: Annotated[list[str], Field(min_length=2)]
+    map: Optional[dict[str, str]] = None
+    positive: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ClassesTable":
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"names must be distinct, got {self.names}")
+        unknown = sorted(set((self.map or {}).values()) - set(self.names))
+        if unknown:
+            raise ValueError(f"map names classes {unknown} that are not in names {self.names}")
+        if self.positive is not None and self.positive not in self.names:
+            raise ValueError(f"positive '{self.positive}' is not in names {self.names}")
+        return self
+
+
+class DataConfig(Table):
+    """`[data]`: `root` is the folder image paths in the labels CSV and split are relative to;
+    `labels` the labels CSV (image,label), `split` the fixed split CSV; at least one of them."""
+
+    root: str
+    labels: Optional[str] = None
+    split: Optional[str] = None
+    classes: Union[None, NAMED_CLASS_MAPS, ClassesTable] = None
+
+    @field_validator("root", "labels", "split")
+    @classmethod
+    def _paths(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _labels_or_split(self) -> "DataConfig":
+        if self.labels is None and self.split is None:
+            raise ValueError("name the labels CSV (labels = ...) or the split (split = ...); nothing is assumed")
+        return self
+
+    def as_task_config(self) -> dict[str, Any]:
+        """The table as `data.load_task` reads it."""
+        return self.model_dump(exclude_none=True)
+
+
+class PoolConfig(Table):
+    """`[[pools]]`: a folder of unlabeled images, scanned recursively (`glob` filters names)."""
+
+    path: str
+    name: Optional[str] = None
+    glob: Optional[str] = None
+
+    @field_validator("path")
+    @classmethod
+    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
+        return resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> "PoolConfig":
+        if self.name is None:
+            object.__setattr__(self, "name", Path(self.path).name)
+        return self
+
+
+class TeacherRef(Table):
+    recipe: str
+    overrides: dict[str, Any] = {}   # merged over the recipe before it is validated
+
+    @field_validator("recipe")
+    @classmethod
+    def _resolve_recipe(cls, value: str, info: ValidationInfo) -> str:
+        return resolve_path(value, info)
+
+
+class StudentsRef(Table):
+    recipes: list[str] = []
+    student_teaches: bool = True     # each student labels the pools for the next round
+    overrides: dict[str, Any] = {}   # merged over every student recipe
+
+    @field_validator("recipes")
+    @classmethod
+    def _paths(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        return [resolve_path(v, info) for v in values]
+
+
+class Experiment(Table):
+    """An experiment file (`experiments/*.toml`). `load_experiment` also validates every recipe it
+    names (`teacher_recipe`, `student_recipes`), so a wrong value anywhere fails before training."""
+
+    name: str = "experiment"
+    seed: Count = 0
+    output: str
+    path: Optional[str] = None       # the experiment file
+    data: DataConfig
+    pools: list[PoolConfig] = []
+    teacher: Optional[TeacherRef] = None
+    students: StudentsRef = StudentsRef()
+    pseudo: PseudoConfig = PseudoConfig()
+    teacher_recipe: Optional[TeacherRecipe] = None
+    student_recipes: list[StudentRecipe] = []
+
+    @field_validator("output")
+    @classmethod
+    def _resolve_output(cls, value: str, info: ValidationInfo) -> str:
+        return resolve_path(value, info)
