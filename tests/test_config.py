@@ -151,3 +151,15 @@ def test_experiment_overrides_reach_every_recipe(tmp_path):
     exp.write_text(exp.read_text().replace("unfreeze_blocks = 3", "unfreez = 1"))
     with pytest.raises(ConfigError, match=r"s.toml \(with overrides\): unknown key 'train.unfreez'"):
         load_experiment(exp)
+
+
+def test_reading_an_experiment_builds_nothing_and_imports_no_tensorflow():
+    """Config errors come before any model: reading every shipped file needs no TensorFlow."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pseudolabel.config import load_experiment; "
+            f"[load_experiment(p) for p in {[str(p) for p in sorted((REPO / 'experiments').glob('*.toml'))]!r}]; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split() == ["False", "False"]

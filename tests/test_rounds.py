@@ -27,7 +27,7 @@ def test_experiment_runs_all_rounds_then_resumes_without_redoing_them(tmp_path):
     pools = json.loads((out / "pools.json").read_text())["pools"]
     assert [p["name"] for p in pools] == ["synthetic"] and pools[0]["counts"]["kept"] == 30
     assert (out / "report" / "compare.md").exists() and (out / "report" / "roc.png").exists()
-    assert len(json.dumps(summary)) > 0
+    assert [row["run"] for row in summary["rows"]] == ["round0_teacher", "round1_tiny_cnn"]
 
     before = _mtimes(out)
     assert len(before) == 5  # 2 models, 2 metrics, 1 table
@@ -57,3 +57,58 @@ def test_run_command_adds_a_pool(tmp_path):
     assert [p["name"] for p in pools] == ["synthetic", "Pool"]
     # the same files under a second pool are not labeled twice
     assert pools[1]["counts"]["kept"] == 0 and pools[1]["counts"]["excluded_in_earlier_pool"] == 20
+
+
+def _two_round_demo(tmp_path):
+    """The demo with a second student round (the same recipe, copied)."""
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=20, epochs=1)
+    recipes = tmp_path / "demo" / "recipes"
+    (recipes / "student2.toml").write_text((recipes / "student.toml").read_text())
+    text = experiment_file.read_text().replace('recipes = ["recipes/student.toml"]',
+                                               'recipes = ["recipes/student.toml", "recipes/student2.toml"]')
+    experiment_file.write_text(text)
+    return experiment_file
+
+
+def test_a_changed_student_is_refused_naming_the_change_and_restart_redoes_it_and_what_follows(tmp_path):
+    experiment_file = _two_round_demo(tmp_path)
+    run_experiment(load_experiment(experiment_file))
+    out = tmp_path / "demo" / "runs"
+    rounds = ["round0_teacher", "round1_tiny_cnn", "round2_tiny_cnn"]
+    stamps = {name: (out / name / "model.keras").stat().st_mtime_ns for name in rounds}
+
+    student = tmp_path / "demo" / "recipes" / "student.toml"
+    student.write_text(student.read_text().replace("randaugment_magnitude = 5", "randaugment_magnitude = 7"))
+    result = CliRunner().invoke(main, ["run", str(experiment_file)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "round1_tiny_cnn: was started with another config (changed: noise.randaugment_magnitude: 5.0 -> 7.0)" \
+        in result.output and "--restart" in result.output
+    assert {name: (out / name / "model.keras").stat().st_mtime_ns for name in rounds} == stamps  # nothing redone
+
+    result = CliRunner().invoke(main, ["run", str(experiment_file), "--restart"])
+    assert result.exit_code == 0, result.output
+    after = {name: (out / name / "model.keras").stat().st_mtime_ns for name in rounds}
+    assert after["round0_teacher"] == stamps["round0_teacher"]          # the teacher did not change
+    assert after["round1_tiny_cnn"] != stamps["round1_tiny_cnn"]        # the changed student: redone
+    assert after["round2_tiny_cnn"] != stamps["round2_tiny_cnn"]        # its own teacher changed: redone
+    config = json.loads((out / "round1_tiny_cnn" / "config.json").read_text())
+    assert config["noise"]["randaugment_magnitude"] == 7.0
+
+
+def test_rounds_option_runs_only_the_first_rounds(tmp_path):
+    experiment_file = _two_round_demo(tmp_path)
+    result = CliRunner().invoke(main, ["run", str(experiment_file), "--rounds", "1"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "demo" / "runs"
+    assert (out / "round1_tiny_cnn" / "metrics.json").exists() and not (out / "round2_tiny_cnn").exists()
+
+
+def test_a_wrong_recipe_value_fails_before_any_work(tmp_path):
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=20, n_unlabeled=4, epochs=1)
+    student = tmp_path / "demo" / "recipes" / "student.toml"
+    student.write_text(student.read_text().replace("[train]", '[train]\ntta = "bogus"'))
+    result = CliRunner().invoke(main, ["run", str(experiment_file)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == (f"Error: {student}: train.tta: should be 'none', 'flip' or 'ten_crop', "
+                                     "got 'bogus'")
+    assert not (tmp_path / "demo" / "runs").exists()   # no run directory made
