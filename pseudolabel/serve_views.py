@@ -28,7 +28,7 @@ table.probs td { padding: 0.2em 0.6em; }
 .card img { width: 160px; height: 160px; object-fit: contain; background: #f0f0f0; display: block; }
 .card form { display: inline; } .card button { margin: 2px 2px 0 0; }
 .muted { color: #666; } code { background: #f4f4f4; padding: 0 0.2em; }
-img.upload { max-width: 320px; max-height: 320px; border: 1px solid #ccc; }
+img.upload { width: 240px; max-height: 320px; object-fit: contain; border: 1px solid #ccc; display: block; margin-bottom: 0.6em; }
 </style></head><body>
 <nav><a href="{{ url_for('index') }}">Predict</a><a href="{{ url_for('label_page') }}">Label next</a>
 <a href="{{ url_for('report_page') }}">Report</a><a href="{{ url_for('health') }}">Health</a>
@@ -78,8 +78,10 @@ def _page(server: Server, title: str, body: str, status: int = 200, message: str
 
 
 def _wants_json() -> bool:
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return request.is_json or request.path in ("/predict", "/health") or best == "application/json"
+    """JSON for the API routes, JSON bodies, and clients that prefer it to HTML (`*/*` gets HTML)."""
+    accept = request.accept_mimetypes
+    return (request.is_json or request.path in ("/predict", "/health")
+            or accept["application/json"] > accept["text/html"])
 
 
 def _uploaded_bytes() -> bytes:

@@ -122,8 +122,10 @@ def test_label_next_lists_least_sure_first_and_appends_raw_labels(client, labels
         assert list(csv.reader(f))[-1] == [first, "M"]
     assert client.post("/label", json={"index": 0, "label": "old"}).status_code == 409   # labeled already
     assert first.encode() not in client.get("/label").data
-    form = client.post("/label", data={"index": "1", "label": "old"})
+    form = client.post("/label", data={"index": "1", "label": "old"}, headers={"Accept": "*/*"})
     assert form.status_code == 303 and "/label?saved=" in form.headers["Location"]
+    asked = client.post("/label", data={"index": "3", "label": "old"}, headers={"Accept": "application/json"})
+    assert asked.status_code == 201 and asked.json["saved"]["label"] == "O"
     assert client.post("/label", json={"index": 2, "label": "purple"}).status_code == 400
     assert client.post("/label", json={"index": 999, "label": "old"}).status_code == 404
     assert client.post("/label", json={"index": "../../etc/passwd", "label": "old"}).status_code == 400

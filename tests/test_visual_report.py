@@ -190,3 +190,21 @@ def test_visual_report_renders_in_chromium(experiment_runs, tmp_path):
         pixels = np.asarray(shot.convert("RGB"))
     assert shot.size == (1000, 1400)
     assert pixels.std() > 10   # not a blank page
+
+
+def test_compare_cli_image_root_option(tmp_path):
+    from click.testing import CliRunner
+
+    from pseudolabel.cli.report import compare
+
+    root = tmp_path / "data"
+    write_synthetic_dataset(root, n_labeled=4, n_unlabeled=1)
+    images = [f"Labeled/img_{i}.jpg" for i in range(1, 5)]
+    run = make_run(tmp_path / "runs" / "teacher", images, np.array([0, 1, 0, 1]), np.array([0.9, 0.8, 0.1, 0.2]))
+    for args, found in (([], False), (["--image-root", str(root)], True)):
+        out = tmp_path / f"out{len(args)}"
+        result = CliRunner().invoke(compare, [str(run), "--out", str(out), "--resamples", "100", *args])
+        assert result.exit_code == 0, result.output
+        errors = sections((out / "visual.html").read_text())["Test errors"]
+        assert errors.count("data:image/jpeg") == (2 if found else 0)   # img_1 and img_4 are wrong
+        assert errors.count('class="missing"') == (0 if found else 2)
