@@ -22,7 +22,7 @@ import html
 import io
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -47,16 +47,30 @@ class RunView:
     config: dict
     predictions: ev.Predictions | None
     table: object | None  # pseudolabels.PseudoLabelTable
+    problems: list[str] = field(default_factory=list)
 
 
 def load_view(run_dir, name: str | None = None) -> RunView:
+    """Read what the page shows of a run; an unreadable file counts as absent and is named in `problems`."""
     from pseudolabel.pseudolabels import read_pseudo_labels
 
     path = Path(run_dir)
-    table = read_pseudo_labels(path / "pseudo_labels.csv") if (path / "pseudo_labels.csv").exists() else None
-    predictions = ev.read_predictions(path / "test_predictions.csv") if (path / "test_predictions.csv").exists() else None
+    problems: list[str] = []
+    table = _optional(path / "pseudo_labels.csv", read_pseudo_labels, problems)
+    predictions = _optional(path / "test_predictions.csv", ev.read_predictions, problems)
     return RunView(name or path.name, path, _json_or_empty(path / "provenance.json"),
-                   _json_or_empty(path / "metrics.json"), _json_or_empty(path / "config.json"), predictions, table)
+                   _json_or_empty(path / "metrics.json"), _json_or_empty(path / "config.json"), predictions, table,
+                   problems)
+
+
+def _optional(path: Path, reader, problems: list[str]):
+    if not path.exists():
+        return None
+    try:
+        return reader(path)
+    except (ValueError, OSError) as err:  # PseudoLabelError and EvaluationError are ValueErrors
+        problems.append(f"{path.name} left out: {err}")
+        return None
 
 
 def _json_or_empty(path: Path) -> dict:
@@ -153,7 +167,9 @@ def runs_section(views: Sequence[RunView], root: Path | None) -> str:
     header = ["run", "kind", "backbone", "seed", "train", "val", "test", "pseudo-labeled rows", "unique pool images"]
     where = f"Test images read from <code>{html.escape(str(root))}</code>." if root else \
         '<span class="note">The data root of the test images was not found; they show as placeholders.</span>'
-    return table_html(header, rows) + f"<p>{where}</p>"
+    problems = "".join(f'<p class="note">{html.escape(v.name)}: {html.escape(text)}</p>'
+                       for v in views for text in v.problems)
+    return table_html(header, rows) + f"<p>{where}</p>" + problems
 
 
 def _backbone(config: dict) -> str:

@@ -130,6 +130,14 @@ def test_runs_without_tables_or_images_still_render(tmp_path):
     assert parts["Test errors"].count('class="missing"') == 1     # a.jpg wrong, not found
 
 
+def test_an_unreadable_table_is_left_out_not_fatal(experiment_runs):
+    _, runs = experiment_runs
+    (runs[2] / "pseudo_labels.csv").write_text("what,is,this\n1,2,3\n")
+    parts = sections(visual_report.render_visual_report(runs))
+    assert "round2_tiny_cnn: pseudo_labels.csv left out: " in parts["Runs"]
+    assert "round2_tiny_cnn:" not in parts["Pseudo-labels per round"] and "round1_tiny_cnn" in parts["Pseudo-labels per round"]
+
+
 def test_a_failing_section_becomes_a_note(experiment_runs, monkeypatch):
     _, runs = experiment_runs
 
