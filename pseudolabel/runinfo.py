@@ -7,8 +7,8 @@ module finds it, in this order:
 1. what the caller was told (`--image-root`);
 2. the experiment file the run belongs to: one named on the recorded command line, or a `*.toml`
    beside the experiment output or up to three folders above it (and in their `experiments/`),
-   that `config.load_experiment` reads and whose `output` is the run's parent folder (`run` and
-   `demo` lay runs out that way);
+   that `config.load_experiment` reads and whose `output` (or the command's `--output`) is the
+   run's parent folder (`run` and `demo` lay runs out that way);
 3. a folder above a pool image of the run's pseudo-label table (pool paths there are absolute).
 
 A candidate root counts only if some of the run's test images exist under it; nothing here raises
@@ -44,34 +44,58 @@ def find_experiment(run_dir: str | Path) -> dict | None:
     from pseudolabel.config import load_experiment
 
     run_dir = Path(run_dir).resolve()
-    for candidate in _experiment_candidates(run_dir):
+    command = _recorded_command(run_dir)
+    output_flag = _flag_value(command, ("--output", "--out"))
+    for candidate, from_command in _experiment_candidates(run_dir, command):
         try:
             experiment = load_experiment(candidate)
         except Exception:  # noqa: BLE001 -- a TOML that is not this run's experiment is simply skipped
             continue
-        if Path(experiment["output"]).resolve() == run_dir.parent:
+        output = Path(experiment["output"])
+        if from_command and output_flag and "run" in command:
+            output = Path(output_flag)  # `run EXP.toml --output DIR` put the runs elsewhere
+        if output.resolve() == run_dir.parent:
             return experiment
     return None
 
 
-def _experiment_candidates(run_dir: Path) -> Iterable[Path]:
-    seen = set()
-    for path in [*_command_tomls(run_dir), *_nearby_tomls(run_dir.parent)]:
-        if path.is_file() and path.resolve() not in seen:
-            seen.add(path.resolve())
-            yield path
-
-
-def _command_tomls(run_dir: Path) -> list[Path]:
-    """TOML files named on the recorded command line, and `demo --out DIR`'s experiment file."""
+def _recorded_command(run_dir: Path) -> list[str]:
     try:
         command = read_json(run_dir / "provenance.json").get("command") or []
     except (OSError, ValueError):
         return []
-    args = [str(a) for a in command]
-    out = [Path(a) for a in args if a.endswith(".toml")]
-    if "demo" in args and "--out" in args[:-1]:
-        out.append(Path(args[args.index("--out") + 1]) / "experiment.toml")
+    return [str(a) for a in command]
+
+
+def _flag_value(args: list[str], names: tuple[str, ...]) -> str | None:
+    for i, arg in enumerate(args[:-1]):
+        if arg in names:
+            return args[i + 1]
+    return None
+
+
+def _experiment_candidates(run_dir: Path, command: list[str]) -> Iterable[tuple[Path, bool]]:
+    """(TOML file, named on the command line?) in the order they are tried."""
+    seen = set()
+    named = [(p, True) for p in _command_tomls(command)]
+    for path, from_command in [*named, *((p, False) for p in _nearby_tomls(run_dir.parent))]:
+        if path.is_file() and path.resolve() not in seen:
+            seen.add(path.resolve())
+            yield path, from_command
+
+
+def _command_tomls(args: list[str]) -> list[Path]:
+    """TOML files named on the recorded command line (a relative one read from the current folder
+    or from the checkout whose `pseudolabel/__main__.py` ran), and `demo --out DIR`'s experiment."""
+    bases = [Path.cwd()]
+    if args and Path(args[0]).name == "__main__.py":
+        bases.append(Path(args[0]).parent.parent)
+    out = []
+    for arg in args[1:]:
+        if arg.endswith(".toml"):
+            out += [Path(arg)] if Path(arg).is_absolute() else [base / arg for base in bases]
+    if "demo" in args and _flag_value(args, ("--out",)):
+        out.append(Path(_flag_value(args, ("--out",))) / "experiment.toml")
     return out
 
 
