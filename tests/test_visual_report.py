@@ -216,3 +216,20 @@ def test_compare_cli_image_root_option(tmp_path):
         errors = sections((out / "visual.html").read_text())["Test errors"]
         assert errors.count("data:image/jpeg") == (2 if found else 0)   # img_1 and img_4 are wrong
         assert errors.count('class="missing"') == (0 if found else 2)
+
+
+def test_find_experiment_of_a_run_with_output_flag(tmp_path):
+    import json
+
+    from pseudolabel.demo import write_demo
+
+    experiment = write_demo(tmp_path / "checkout" / "demo", n_labeled=12, n_unlabeled=4, epochs=1)
+    run = tmp_path / "elsewhere" / "round0_teacher"
+    make_run(run, ["Labeled/img_1.jpg", "Labeled/img_2.jpg"], np.array([1, 0]), np.array([0.9, 0.2]))
+    provenance = json.loads((run / "provenance.json").read_text())
+    main_py = str(tmp_path / "checkout" / "pseudolabel" / "__main__.py")
+    for command, found in (([main_py, "run", "demo/experiment.toml", "--output", str(run.parent)], True),
+                           ([main_py, "run", "demo/experiment.toml", "--output", str(tmp_path / "other")], False)):
+        (run / "provenance.json").write_text(json.dumps({**provenance, "command": command}))
+        result = runinfo.find_experiment(run)
+        assert (result is not None and result["experiment_path"] == str(experiment.resolve())) == found
