@@ -136,6 +136,23 @@ class Server:
                 self._candidates = self._predict_pool(self.pool_paths())
             return self._candidates
 
+    @property
+    def pool_ready(self) -> bool:
+        """Whether the pool has been predicted (the label-next queue is built)."""
+        return self._candidates is not None
+
+    def warm_up(self) -> threading.Thread:
+        """Predict the pool in a background thread, so the first visit of /label need not wait."""
+        def build():
+            try:
+                self.candidates()
+            except Exception as err:  # noqa: BLE001 -- /label reports it again when visited
+                print(f"serve: could not predict the pool for 'label next': {err}")
+
+        thread = threading.Thread(target=build, name="pseudolabel-pool", daemon=True)
+        thread.start()
+        return thread
+
     def pool_paths(self) -> list[Path]:
         """--pool folders if given, else the pool images of the run's pseudo-label table, else those
         of its experiment's other rounds."""
@@ -255,7 +272,9 @@ def create_app(run_dir, *, max_upload_mb: float = MAX_UPLOAD_MB, **options):
     app = Flask("pseudolabel.serve")
     app.config["MAX_CONTENT_LENGTH"] = int(max_upload_mb * 1024 * 1024)
     app.json.sort_keys = False  # probabilities in class order
-    register_views(app, Server(run_dir, **options))
+    server = Server(run_dir, **options)
+    app.extensions["pseudolabel"] = server  # the state, for the CLI and tests
+    register_views(app, server)
     return app
 
 

@@ -209,10 +209,14 @@ def test_cli_serve(demo, labels, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(flask.Flask, "run", lambda self, **kw: seen.update(kw, app=self))
-    result = CliRunner().invoke(main, ["serve", str(demo["run"]), "--port", "8765", "--labels", str(labels)])
+    result = CliRunner().invoke(main, ["serve", str(demo["run"]), "--port", "8765", "--labels", str(labels),
+                                       "--pool", str(demo["pool"])])
     assert result.exit_code == 0, result.output
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8765
     assert seen["app"].test_client().get("/health").json["labels_csv"] == str(labels)
+    server = seen["app"].extensions["pseudolabel"]
+    server.warm_up().join(timeout=120)              # the CLI started it; a second call just waits
+    assert server.pool_ready and len(server.candidates()) == 10
     empty = demo["run"].parent / "empty"
     empty.mkdir(exist_ok=True)
     bad = CliRunner().invoke(main, ["serve", str(empty)])

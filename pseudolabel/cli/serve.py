@@ -41,7 +41,9 @@ def serve(run_dir, host, port, labels_csv, image_root, pools, report_dir, max_up
                          report_dir=report_dir, max_upload_mb=max_upload_mb)
     except (ServeError, PseudoLabelError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"serving {run_dir} on http://{host}:{port}/ (Ctrl-C stops)")
+    app.extensions["pseudolabel"].warm_up()
+    click.echo(f"serving {run_dir} on http://{host}:{port}/ (Ctrl-C stops); predicting the pool for "
+               "/label in the background")
     app.run(host=host, port=port, threaded=True, debug=False, use_reloader=False)
 
 
