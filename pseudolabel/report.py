@@ -20,8 +20,9 @@ import numpy as np
 
 from pseudolabel import evaluation as ev
 from pseudolabel.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
+from pseudolabel.visual_report import VISUAL_FILE, write_visual_report
 
-OUTPUT_FILES = ("compare.md", "compare.html", "roc.png", "compare.json")
+OUTPUT_FILES = ("compare.md", "compare.html", "roc.png", "compare.json", VISUAL_FILE)
 
 
 class ReportError(ValueError):
@@ -141,8 +142,10 @@ def _order_with_baseline(run_dirs: Sequence, baseline) -> list[Path]:
 # --------------------------------------------------------------------------- the comparison
 
 
-def compare_runs(run_dirs: Sequence, out_dir, *, baseline=None, n_resamples: int = 2000, seed: int = 0) -> dict:
-    """Compare evaluated runs on their shared test set; write compare.md/.html/.json and roc.png.
+def compare_runs(run_dirs: Sequence, out_dir, *, baseline=None, n_resamples: int = 2000, seed: int = 0,
+                 image_root=None) -> dict:
+    """Compare evaluated runs on their shared test set; write compare.md/.html/.json, roc.png and
+    visual.html (visual_report: the images; test images under `image_root`, default: found).
 
     Baseline = the first run unless `baseline` names one (path or directory name). Returns the
     table data (what compare.json holds).
@@ -180,6 +183,8 @@ def compare_runs(run_dirs: Sequence, out_dir, *, baseline=None, n_resamples: int
     }
     atomic_write_text(out_dir / "compare.md", markdown_report(result))
     atomic_write_text(out_dir / "compare.html", html_report(result, roc_path.read_bytes()))
+    write_visual_report([run.path for run in runs], out_dir / VISUAL_FILE, names=[run.name for run in runs],
+                        image_root=image_root)
     atomic_write_json(out_dir / "compare.json", result)
     return result
 

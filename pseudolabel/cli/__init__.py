@@ -27,9 +27,10 @@ def _register():
     from pseudolabel.cli import models as _models
     from pseudolabel.cli import report as _report
     from pseudolabel.cli import run as _run
+    from pseudolabel.cli import serve as _serve
     from pseudolabel.cli import train as _train
 
-    for module in (_data, _label, _models, _report, _run, _train):
+    for module in (_data, _label, _models, _report, _run, _serve, _train):
         for command in module.commands:
             main.add_command(command)
 
