@@ -33,13 +33,13 @@ class RunContext:
     """Where a run's files point: its experiment (or None), data root, labels CSV, class map config."""
 
     run_dir: Path
-    experiment: dict | None
+    experiment: object | None   # a config.Experiment
     image_root: Path | None
     labels_csv: Path | None
     classes: object = None  # the experiment's data.classes (a name or a table), None when unknown
 
 
-def find_experiment(run_dir: str | Path) -> dict | None:
+def find_experiment(run_dir: str | Path):
     """The loaded experiment (`config.load_experiment`) whose output holds `run_dir`, or None."""
     from pseudolabel.config import load_experiment
 
@@ -51,7 +51,7 @@ def find_experiment(run_dir: str | Path) -> dict | None:
             experiment = load_experiment(candidate)
         except Exception:  # noqa: BLE001 -- a TOML that is not this run's experiment is simply skipped
             continue
-        output = Path(experiment["output"])
+        output = Path(experiment.output)
         if from_command and output_flag and "run" in command:
             output = Path(output_flag)  # `run EXP.toml --output DIR` put the runs elsewhere
         if output.resolve() == run_dir.parent:
@@ -143,14 +143,14 @@ def resolve_image(name: str, root: str | Path | None) -> Path | None:
 
 
 def find_image_root(run_dirs: Sequence[str | Path], *, explicit: str | Path | None = None,
-                    experiment: dict | None = None) -> Path | None:
+                    experiment=None) -> Path | None:
     """The folder the runs' test image names are relative to (see the module doc), or None."""
     names = [n for run in run_dirs for n in sample_test_images(run)][:_SAMPLE]
     candidates: list[Path] = []
     if explicit is not None:
         candidates.append(Path(explicit))
     experiments = [experiment] if experiment else [find_experiment(run) for run in run_dirs[:1]]
-    candidates += [Path(e["data"]["root"]) for e in experiments if e]
+    candidates += [Path(e.data.root) for e in experiments if e]
     for run in run_dirs:
         for image in pool_image_paths(run, limit=1):
             candidates += list(Path(image).parents)[:_ANCESTORS + 1]
@@ -168,7 +168,7 @@ def run_context(run_dir: str | Path, *, image_root=None, labels_csv=None) -> Run
     experiment = find_experiment(run_dir)
     root = find_image_root([run_dir], explicit=image_root, experiment=experiment)
     labels = Path(labels_csv) if labels_csv else None
-    if labels is None and experiment and experiment["data"].get("labels"):
-        labels = Path(experiment["data"]["labels"])
-    classes = experiment["data"].get("classes") if experiment else None
+    if labels is None and experiment and experiment.data.labels:
+        labels = Path(experiment.data.labels)
+    classes = experiment.data.model_dump(exclude_none=True).get("classes") if experiment else None
     return RunContext(run_dir, experiment, root, labels, classes)

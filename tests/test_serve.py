@@ -17,12 +17,12 @@ pytest.importorskip("flask")
 
 from pseudolabel.browser import dump_dom, find_browser, screenshot  # noqa: E402
 from pseudolabel.cli import main  # noqa: E402
-from pseudolabel.config import load_experiment, load_recipe  # noqa: E402
+from pseudolabel.config import load_experiment  # noqa: E402
 from pseudolabel.data import load_task  # noqa: E402
 from pseudolabel.demo import write_demo  # noqa: E402
 from pseudolabel.pseudolabels import header, load_classifier, predict_images  # noqa: E402
 from pseudolabel.serve import create_app  # noqa: E402
-from pseudolabel.training import train_teacher  # noqa: E402
+from pseudolabel.teacher import train_teacher  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def demo(tmp_path_factory):
     base = tmp_path_factory.mktemp("serve")
     experiment = load_experiment(write_demo(base / "demo", n_labeled=40, n_unlabeled=10, epochs=1))
     run = base / "demo" / "runs" / "round0_teacher"
-    train_teacher(load_recipe(experiment["teacher"]["recipe"], "teacher"), load_task(experiment["data"]), run)
+    train_teacher(experiment.teacher_recipe, load_task(experiment.data.as_task_config()), run)
     return {"run": run, "data": base / "demo" / "data", "pool": base / "demo" / "data" / "Pool"}
 
 
