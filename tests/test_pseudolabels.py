@@ -262,10 +262,10 @@ def test_per_pool_rows_from_several_pools(teacher, synthetic_root, tmp_path):
 
 
 def test_interrupted_labeling_leaves_no_table(teacher, synthetic_root, tmp_path, monkeypatch):
-    import pseudolabel.pseudolabels as pl
+    import pseudolabel.pseudolabels.predict as pl
     from pseudolabel.data import scan_pool
 
-    real = pl._batch_predictor
+    real = pl.batch_predictor
 
     def failing_predictor(model, tta, image_size):
         predict = real(model, tta, image_size)
@@ -279,7 +279,7 @@ def test_interrupted_labeling_leaves_no_table(teacher, synthetic_root, tmp_path,
 
         return predict_batch
 
-    monkeypatch.setattr(pl, "_batch_predictor", failing_predictor)
+    monkeypatch.setattr(pl, "batch_predictor", failing_predictor)
     out = tmp_path / "out" / "pseudo.csv"
     with pytest.raises(RuntimeError, match="killed mid-way"):
         label(teacher, [scan_pool(synthetic_root / "Pool")], out)
