@@ -191,16 +191,19 @@ class RunLock:
     """An exclusive lock on a run directory or output file, held by one process at a time.
 
     `RunLock.for_directory(d)` locks `d/.lock` (making `d`), `RunLock.for_file(f)` locks
-    `.<name>.lock` beside `f`; `RunLock(lock_file)` locks that file. A second process (or a second
-    RunLock in this one) is refused at once with a LockedError naming the path and the holder's
-    pid, which the holder writes into the lock file. The kernel releases the lock when the holder
-    exits, however it ends (even SIGKILL), so a stale lock file never blocks anybody.
+    `.<name>.lock` beside `f`; `RunLock(lock_file)` locks that file. Another process is refused at
+    once with a LockedError naming the path and the holder's pid, which the holder writes into the
+    lock file. Within the holding process the lock is re-entrant (a command that locks its output
+    can call a function that locks it too). The kernel releases the lock when the holder exits,
+    however it ends (even SIGKILL), so a stale lock file never blocks anybody.
     """
+
+    _held: dict[str, list] = {}  # lock file (real path) -> [descriptor, depth], this process's locks
 
     def __init__(self, lock_file: str | Path, *, target: str | Path | None = None):
         self.path = Path(lock_file)
         self.target = Path(target) if target is not None else self.path
-        self._fd: int | None = None
+        self._key: str | None = None
 
     @classmethod
     def for_directory(cls, directory: str | Path) -> "RunLock":
@@ -216,35 +219,50 @@ class RunLock:
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._key is not None
 
     def acquire(self) -> "RunLock":
-        if self._fd is not None:
-            raise LockedError(f"{self.target}: already locked by this RunLock")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            raise LockedError(f"{self.target}: in use by another process ({_holder(self.path)}); "
-                              "wait for it to finish or stop it") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {platform.node()}\n".encode())
-        self._fd = fd
+        if self._key is not None:
+            raise RuntimeError(f"{self.target}: this RunLock is already acquired")
+        key = os.path.realpath(self.path)
+        if key in RunLock._held:
+            RunLock._held[key][1] += 1
+        else:
+            RunLock._held[key] = [_lock_file(self.path, self.target), 1]
+        self._key = key
         return self
 
     def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # closing the descriptor drops the flock
+        if self._key is None:
+            return
+        entry = RunLock._held[self._key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del RunLock._held[self._key]
+            os.close(entry[0])  # closing the descriptor drops the flock
+        self._key = None
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def _lock_file(lock_file: Path, target: Path) -> int:
+    """A descriptor of `lock_file` holding its flock, with this process's pid written in."""
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+        raise LockedError(f"{target}: in use by another process ({_holder(lock_file)}); "
+                          "wait for it to finish or stop it") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {platform.node()}\n".encode())
+    return fd
 
 
 def _holder(lock_file: Path) -> str:

@@ -194,10 +194,24 @@ def test_lock_is_freed_when_its_holder_is_killed(tmp_path):
         pass
 
 
-def test_lock_refuses_a_second_lock_in_the_same_process(tmp_path):
-    with RunLock.for_file(tmp_path / "t.csv"):
-        with pytest.raises(LockedError):
-            RunLock.for_file(tmp_path / "t.csv").acquire()
+def test_lock_is_reentrant_within_its_process_and_released_by_the_outermost(tmp_path):
+    import subprocess
+    import sys
+
+    def other_process_can_lock():
+        code = ("import sys; from pseudolabel.rundir import RunLock, LockedError\n"
+                f"try:\n    RunLock.for_file({str(tmp_path / 't.csv')!r}).acquire()\n"
+                "except LockedError:\n    sys.exit(3)\n")
+        return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.getcwd()}).returncode == 0
+
+    import os
+
+    outer = RunLock.for_file(tmp_path / "t.csv").acquire()
+    with RunLock.for_file(tmp_path / "t.csv") as inner:
+        assert inner.held
+    assert not other_process_can_lock()  # the outer lock still holds
+    outer.release()
+    assert other_process_can_lock()
 
 
 # --------------------------------------------------------------------------- stale temporaries

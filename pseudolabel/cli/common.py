@@ -74,7 +74,9 @@ def fail_cleanly(func):
     def wrapper(*args, **kwargs):
         from pseudolabel.config import ConfigError
 
-        expected = [ConfigError, FileNotFoundError]
+        from pseudolabel.rundir import RunDirError
+
+        expected = [ConfigError, FileNotFoundError, RunDirError]
         try:
             from pseudolabel.data import DataError
             from pseudolabel.images import ImageError

@@ -30,8 +30,10 @@ TTA_CHOICES = click.Choice(["none", "flip", "ten_crop"])
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per prediction batch. Default: the experiment's [pseudo] batch_size (64).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The pseudo-label table to write (CSV). Beside it: OUT.skipped.csv (unreadable "
-                   "images), OUT.summary.json, OUT.pools.csv/.json (what each pool kept and excluded).")
+              help="The pseudo-label table to write (CSV). Beside it: OUT.skipped.csv (every file found and "
+                   "not labeled, with the reason: unreadable at scan or decode, excluded as labeled, "
+                   "near-duplicate or in an earlier pool), OUT.summary.json, OUT.manifest.json (written "
+                   "last: the table is finished), OUT.pools.csv/.json (every file found, per pool).")
 @click.option("--shard", default=None, metavar="INDEX/COUNT", callback=lambda ctx, param, value: _shard(value),
               help="Label only shard INDEX of COUNT (0-based, e.g. 0/3 on the first of three machines): the "
                    "images at positions INDEX, INDEX+COUNT, ... of the pools' image list, written to "
@@ -50,20 +52,23 @@ def label(model_path, experiment, root, labels, split, classes, allow_split_chan
     image) and labels only its share.
     """
     from pseudolabel.data import load_task, prepare_pools
-    from pseudolabel.pseudolabels import label_pools, load_classifier
+    from pseudolabel.pseudolabels import label_pools, load_classifier, part_path
+    from pseudolabel.rundir import RunLock
 
     data_cfg = data_config(experiment, root, labels, split, classes, allow_split_change)
     pseudo_cfg = _pseudo_config(experiment)
     pool_cfgs = _pool_configs(experiment, pools, glob)
-    task = load_task(data_cfg)
-    model, model_file, recorded = load_classifier(model_path)
-    class_names = [str(c) for c in task.class_map.names]
-    _check_model_classes(model, model_file, class_names, recorded)
+    # Locked from the start, so a second `label` on the same --out is refused before any work.
+    with RunLock.for_file(part_path(out, *shard) if shard else out):
+        task = load_task(data_cfg)
+        model, model_file, recorded = load_classifier(model_path)
+        class_names = [str(c) for c in task.class_map.names]
+        _check_model_classes(model, model_file, class_names, recorded)
 
-    filtered = prepare_pools(pool_cfgs, task.labeled.paths, out.parent, report_name=f"{out.stem}.pools")
-    label_pools(model, filtered, image_size=int(model.input_shape[1]),
-                batch_size=batch_size or int(pseudo_cfg["batch_size"]), tta=tta or pseudo_cfg["tta"],
-                class_names=class_names, out_path=out, shard=shard)
+        filtered = prepare_pools(pool_cfgs, task.labeled.paths, out.parent, report_name=f"{out.stem}.pools")
+        label_pools(model, filtered, image_size=int(model.input_shape[1]),
+                    batch_size=batch_size or int(pseudo_cfg["batch_size"]), tta=tta or pseudo_cfg["tta"],
+                    class_names=class_names, out_path=out, shard=shard)
     if shard:
         click.echo(f"shard {shard[0]} of {shard[1]} done; once every shard is: pseudolabel merge-labels {out}")
 

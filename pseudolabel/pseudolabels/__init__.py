@@ -45,10 +45,18 @@ from pseudolabel.pseudolabels.shards import (
     merge_pseudo_label_parts,
     parse_shard,
     part_path,
+    shard_record,
 )
 from pseudolabel.pseudolabels.table import (
+    EXCLUDED_IN_EARLIER_POOL,
+    EXCLUDED_LABELED,
+    EXCLUDED_NEAR_DUPLICATE,
     FIXED_COLUMNS,
+    NOT_LABELED_REASONS,
+    SKIPPED_COLUMNS,
     TAIL_COLUMNS,
+    UNREADABLE_AT_DECODE,
+    UNREADABLE_AT_SCAN,
     PseudoLabelError,
     PseudoLabelTable,
     class_counts,
@@ -56,18 +64,27 @@ from pseudolabel.pseudolabels.table import (
     format_row,
     format_summary,
     header,
+    pool_not_labeled,
+    prepare_table_output,
     read_pseudo_labels,
     read_skipped,
     sidecar,
+    table_files,
+    table_problems,
     table_summary,
     write_skipped,
+    write_table_manifest,
 )
 
+# Every public name of the submodules, so `from pseudolabel.pseudolabels import X` keeps working.
 __all__ = [
-    "FIXED_COLUMNS", "MODES", "TAIL_COLUMNS", "PseudoLabelError", "PseudoLabelTable", "balance_indices",
-    "batch_predictor", "check_shard", "class_counts", "describe_selection", "file_sha256", "find_parts",
-    "format_row", "format_summary", "hard_targets", "header", "label_pools", "load_classifier",
-    "merge_pseudo_label_parts", "parse_shard", "part_path", "predict_images", "read_pseudo_labels",
-    "read_skipped", "select_pseudo_labels", "sidecar", "soft_targets", "stream_predictions", "table_summary",
-    "unreadable_reasons", "write_selection_report", "write_skipped",
+    "EXCLUDED_IN_EARLIER_POOL", "EXCLUDED_LABELED", "EXCLUDED_NEAR_DUPLICATE", "FIXED_COLUMNS", "MODES",
+    "NOT_LABELED_REASONS", "PseudoLabelError", "PseudoLabelTable", "SKIPPED_COLUMNS", "TAIL_COLUMNS",
+    "UNREADABLE_AT_DECODE", "UNREADABLE_AT_SCAN", "balance_indices", "batch_predictor", "check_shard",
+    "class_counts", "describe_selection", "file_sha256", "find_parts", "format_row", "format_summary",
+    "hard_targets", "header", "label_pools", "load_classifier", "merge_pseudo_label_parts", "parse_shard",
+    "part_path", "pool_not_labeled", "predict_images", "prepare_table_output", "read_pseudo_labels",
+    "read_skipped", "select_pseudo_labels", "shard_record", "sidecar", "soft_targets", "stream_predictions",
+    "table_files", "table_problems", "table_summary", "unreadable_reasons", "write_selection_report",
+    "write_skipped", "write_table_manifest"
 ]

@@ -4,31 +4,54 @@ images, and the streaming that `label_pools` writes its table from."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from pseudolabel.pseudolabels.table import PseudoLabelError
+from pseudolabel.rundir import MANIFEST, read_json, read_manifest, verify_manifest
 
 __all__ = ["batch_predictor", "load_classifier", "predict_images", "stream_predictions", "unreadable_reasons"]
 
 
 def load_classifier(path: str | Path):
     """(model, model file, class names or None) from a run directory (its model.keras) or a
-    .keras file; the class names are the ones its run recorded in metrics.json, if any."""
-    import json
+    .keras file; the class names are the ones its run recorded in metrics.json, if any.
 
+    A model file that its run's manifest does not verify, that is not a .keras archive, or that
+    Keras cannot load is a one-line PseudoLabelError naming the file as damaged.
+    """
     import keras
 
     path = Path(path)
     model_file = path / "model.keras" if path.is_dir() else path
     if not model_file.exists():
         raise PseudoLabelError(f"{model_file}: no such model (is the run finished?)")
-    model = keras.models.load_model(model_file, compile=False)
+    _check_model_file(model_file)
+    try:
+        model = keras.models.load_model(model_file, compile=False)
+    except Exception as e:  # Keras reports a damaged archive as anything, even "File not found"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise PseudoLabelError(f"{model_file}: damaged, Keras cannot load it ({reason}); "
+                               "train the model again or restore the file") from None
     metrics = model_file.parent / "metrics.json"
-    names = json.loads(metrics.read_text()).get("class_names") if metrics.exists() else None
+    names = read_json(metrics).get("class_names") if metrics.exists() else None
     return model, model_file, [str(c) for c in names] if names else None
+
+
+def _check_model_file(model_file: Path) -> None:
+    """The run's manifest (when it lists the model) verifies; a .keras file is a whole zip archive."""
+    manifest = model_file.parent / MANIFEST
+    if manifest.exists() and model_file.name in read_manifest(model_file.parent).get("files", {}):
+        problems = [p for p in verify_manifest(model_file.parent) if p.startswith(str(model_file))]
+        if problems:
+            raise PseudoLabelError(problems[0] + "; train the model again or restore the file")
+    if model_file.suffix == ".keras" and not zipfile.is_zipfile(model_file):
+        size = model_file.stat().st_size
+        raise PseudoLabelError(f"{model_file}: damaged, not a .keras archive ({size} bytes; truncated or "
+                               "overwritten?); train the model again or restore the file")
 
 
 def predict_images(model, paths: Sequence[str | Path], *, class_names: Sequence[str], tta: str = "none",

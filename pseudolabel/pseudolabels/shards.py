@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -17,19 +16,22 @@ from typing import Sequence
 import numpy as np
 
 from pseudolabel.pseudolabels.table import (
+    UNREADABLE_AT_DECODE,
     PseudoLabelError,
     PseudoLabelTable,
     class_counts,
     format_row,
     format_summary,
     header,
+    prepare_table_output,
     read_pseudo_labels,
     read_skipped,
     sidecar,
     table_summary,
     write_skipped,
+    write_table_manifest,
 )
-from pseudolabel.rundir import atomic_path, atomic_write_json
+from pseudolabel.rundir import RunLock, atomic_path, atomic_write_json, read_json
 
 __all__ = ["check_shard", "find_parts", "merge_pseudo_label_parts", "parse_shard", "part_path", "shard_record"]
 
@@ -81,7 +83,8 @@ class _Part:
     shard: dict  # the part's summary["shard"]
     summary: dict
     table: PseudoLabelTable
-    skipped: list[tuple]
+    skipped: list[tuple]  # (image, pool, reason, detail) of its share's images unreadable at decode
+    pool_rows: list[tuple]  # the files the pools' scan and filter left out (the same in every part)
 
 
 def find_parts(table_path: str | Path) -> list[Path]:
@@ -96,10 +99,13 @@ def _read_part(path: Path) -> _Part:
     summary_path = sidecar(path, "summary")
     if not summary_path.exists():
         raise PseudoLabelError(f"{path}: no {summary_path.name} beside it (was it written by `label --shard`?)")
-    summary = json.loads(summary_path.read_text())
+    summary = read_json(summary_path)
     if "shard" not in summary:
         raise PseudoLabelError(f"{path}: not a shard's part (its summary records no shard)")
-    return _Part(path, summary["shard"], summary, read_pseudo_labels(path), read_skipped(path))
+    table = read_pseudo_labels(path)
+    not_labeled = read_skipped(path)
+    decode = [row for row in not_labeled if row[2] == UNREADABLE_AT_DECODE]
+    return _Part(path, summary["shard"], summary, table, decode, [r for r in not_labeled if r not in decode])
 
 
 def _check_parts(parts: list[_Part], table_path: Path) -> None:
@@ -116,6 +122,9 @@ def _check_parts(parts: list[_Part], table_path: Path) -> None:
         for key in ("tta", "image_size"):
             if part.summary.get(key) != first.summary.get(key):
                 raise PseudoLabelError(f"{part.path.name} and {first.path.name} differ in {key}")
+        if part.pool_rows != first.pool_rows:
+            raise PseudoLabelError(f"{part.path.name} and {first.path.name} differ in the files their pools left out "
+                                   f"({sidecar(part.path, 'skipped').name}): pools filtered differently")
         if part.table.class_names != first.table.class_names:
             raise PseudoLabelError(f"{part.path.name} and {first.path.name} differ in class names "
                                    f"({part.table.class_names} vs {first.table.class_names})")
@@ -150,14 +159,15 @@ def merge_pseudo_label_parts(table_path: str | Path, parts: Sequence[str | Path]
 
     `parts`: the part files (default: `find_parts(table_path)`). Refuses, naming the files, parts
     of different counts, pools, image lists, classes or settings, a missing or duplicate shard, and
-    an image labeled twice. Writes the table, its skipped list and summary atomically (the table
-    last), rows in the order an unsharded `label_pools` writes them; returns the table.
+    an image labeled twice. Writes the table, its skipped list and summary atomically (the
+    manifest last), rows in the order an unsharded `label_pools` writes them, holding the table's
+    lock; returns the table.
     """
     table_path = Path(table_path)
     loaded = [_read_part(Path(p)) for p in (find_parts(table_path) if parts is None else parts)]
     _check_parts(loaded, table_path)
     labeled: dict[int, tuple] = {}  # position in the whole list -> (image, pool, sha256, probs)
-    skipped_at: dict[int, tuple] = {}  # position -> (image, pool, reason)
+    skipped_at: dict[int, tuple] = {}  # position -> (image, pool, reason, detail)
     for part in loaded:
         rows, skipped = _positions(part)
         t = part.table
@@ -169,19 +179,23 @@ def merge_pseudo_label_parts(table_path: str | Path, parts: Sequence[str | Path]
     merged = PseudoLabelTable(images=[r[0] for r in rows], pools=[r[1] for r in rows], sha256=[r[2] for r in rows],
                               probs=np.array([r[3] for r in rows], np.float32).reshape(len(rows), len(class_names)),
                               class_names=class_names)
-    skipped = [skipped_at[p] for p in sorted(skipped_at)]
-
-    with atomic_path(table_path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header(class_names))
-            for i in range(len(merged)):
-                writer.writerow(format_row(merged.images[i], merged.pools[i], merged.sha256[i], merged.probs[i], class_names))
-        write_skipped(table_path, skipped)
-        summary = table_summary(table_path, class_names, merged.pools, class_counts(merged.predicted, len(class_names)),
-                           skipped, tta=loaded[0].summary["tta"], image_size=loaded[0].summary["image_size"])
-        summary["shards"] = {"count": len(loaded), "parts": [part.path.name for part in loaded]}
-        atomic_write_json(sidecar(table_path, "summary"), summary)
+    not_labeled = loaded[0].pool_rows + [skipped_at[p] for p in sorted(skipped_at)]
+    with RunLock.for_file(table_path):
+        prepare_table_output(table_path)
+        with atomic_path(table_path) as tmp:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(header(class_names))
+                for i in range(len(merged)):
+                    writer.writerow(format_row(merged.images[i], merged.pools[i], merged.sha256[i], merged.probs[i],
+                                               class_names))
+            write_skipped(table_path, not_labeled)
+            summary = table_summary(table_path, class_names, merged.pools,
+                                    class_counts(merged.predicted, len(class_names)), not_labeled,
+                                    tta=loaded[0].summary["tta"], image_size=loaded[0].summary["image_size"])
+            summary["shards"] = {"count": len(loaded), "parts": [part.path.name for part in loaded]}
+            atomic_write_json(sidecar(table_path, "summary"), summary)
+        write_table_manifest(table_path)
     if progress:
         print(format_summary(summary) + f" (merged from {len(loaded)} parts)")
     return merged
