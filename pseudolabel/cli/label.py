@@ -190,14 +190,14 @@ def _check_model_classes(model, model_file: Path, class_names: list[str], record
               help="Write the predictions here: .csv or .json (by the suffix). Default: print CSV.")
 @click.option("--tta", type=click.Choice(["none", "flip", "ten_crop"]), default="none", show_default=True,
               help="Test-time augmentation: average over flips or the 10 classic crops.")
-@click.option("--batch-size", default=32, show_default=True, help="Images per prediction batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per prediction batch.")
 @click.option("--classes", default=None,
               help="Class names, comma-separated, when the model's run did not record them.")
 @fail_cleanly
 def predict(model_path, images, out, tta, batch_size, classes):
     """Class probabilities for new IMAGES (files or folders, searched recursively) from MODEL
     (a run directory or a .keras file). Unreadable images are listed and skipped."""
-    from pseudolabel.data import scan_pool
     from pseudolabel.pseudolabels import load_classifier, predict_images
 
     model, model_file, class_names = load_classifier(model_path)
@@ -207,7 +207,7 @@ def predict(model_path, images, out, tta, batch_size, classes):
     if len(class_names) != int(model.output_shape[-1]):
         raise click.ClickException(f"{model_file}: the model predicts {model.output_shape[-1]} classes, "
                                    f"not {len(class_names)} ({', '.join(class_names)})")
-    paths = [p for item in images for p in (scan_pool(item).images if item.is_dir() else [item])]
+    paths = _image_paths(images)
     rows, skipped = predict_images(model, paths, class_names=class_names, tta=tta, batch_size=batch_size,
                                    progress=out is not None)
     _write_predictions(rows, out)
@@ -215,6 +215,22 @@ def predict(model_path, images, out, tta, batch_size, classes):
         click.echo(f"skipped {image}: {reason}", err=True)
     if out:
         click.echo(f"{len(rows)} predictions -> {out}" + (f"; {len(skipped)} unreadable skipped" if skipped else ""))
+
+
+def _image_paths(items: tuple[Path, ...]) -> list[Path]:
+    """The image files named, and those found (recursively) in the folders named; none is an error."""
+    import warnings
+
+    from pseudolabel.data import DataWarning, scan_pool
+    from pseudolabel.images import IMAGE_EXTENSIONS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # said below, in one line
+        paths = [p for item in items for p in (scan_pool(item).images if item.is_dir() else [item])]
+    if not paths:
+        raise click.ClickException(f"no images in {', '.join(map(str, items))} (looked for "
+                                   f"{', '.join(sorted(IMAGE_EXTENSIONS))}, in subfolders too)")
+    return paths
 
 
 def _write_predictions(rows: list[dict], out: Path | None) -> None:

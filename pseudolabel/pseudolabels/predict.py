@@ -59,6 +59,10 @@ def predict_images(model, paths: Sequence[str | Path], *, class_names: Sequence[
     """Class probabilities of new images: rows {image, p_<class>..., predicted, confidence} in
     input order, and (image, reason) of the images that could not be read (skipped, not fatal)."""
     paths = [str(p) for p in paths]
+    if not paths:
+        raise PseudoLabelError("no images to predict")
+    if int(batch_size) < 1:
+        raise PseudoLabelError(f"batch_size must be >= 1, got {batch_size}")
     class_names = [str(c) for c in class_names]
     seen = np.zeros(len(paths), dtype=bool)
     rows = {}
