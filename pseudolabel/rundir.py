@@ -375,3 +375,22 @@ class RunDir:
 
     def read_metrics(self, name: str = "metrics.json") -> dict:
         return read_json(self.file(name))
+
+    # The lifecycle of a run directory, for trainers: lock it, clean what a killed run left, write
+    # the artifacts, then `finish`; a later session trusts it only when `problems()` is empty.
+
+    def lock(self) -> RunLock:
+        """The directory's exclusive lock (use as a context manager)."""
+        return RunLock.for_directory(self.path)
+
+    def clean_stale_temporaries(self) -> list[Path]:
+        """Remove what a killed session left; call it holding `lock()`."""
+        return clean_stale_temporaries(self.path)
+
+    def finish(self, names, meta: dict | None = None) -> Path:
+        """Write the manifest of the finished artifacts `names` (last)."""
+        return write_manifest(self.path, names, meta=meta)
+
+    def problems(self) -> list[str]:
+        """Why the run cannot count as finished (empty: its manifest verifies)."""
+        return verify_manifest(self.path)

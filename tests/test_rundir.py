@@ -256,3 +256,18 @@ def test_clean_stale_temporaries_of_one_output_spares_its_neighbours(tmp_path):
     assert len(removed) == 2 and all(p.name.startswith((".a.", ".a.skipped.")) for p in removed)
     [left] = list(tmp_path.iterdir())
     assert left.name.startswith(".b.") and left.name.endswith(".tmp.csv")
+
+
+def test_run_dir_lifecycle_lock_clean_finish_verify(tmp_path):
+    run = RunDir.create(tmp_path / "run", {"a": 1}, seed=0, split_hash="abc")
+    assert "did not finish" in run.problems()[0]
+    with run.lock() as lock:
+        assert lock.held
+        (run.path / ".model.x1y2z3ab.tmp.keras").write_bytes(b"half")
+        assert [p.name for p in run.clean_stale_temporaries()] == [".model.x1y2z3ab.tmp.keras"]
+        run.write_metrics({"roc_auc": 0.8})
+        run.finish(["config.json", "provenance.json", "metrics.json"], meta={"split_hash": "abc"})
+    assert run.problems() == []
+    run.write_metrics({"roc_auc": 0.9})  # changed after it finished
+    [problem] = run.problems()
+    assert "metrics.json" in problem and "damaged" in problem
