@@ -162,6 +162,11 @@ class TrainingRun:
                 return f"was started with another config (changed: {', '.join(changed)})"
         return None
 
+    def start_over(self) -> None:
+        """Remove what the directory holds of a changed run (restart=True), saying why."""
+        print(f"{self.kind}: {self.path.name} {self.recorded_change()}; starting it over")
+        clear_run_directory(self.path)
+
     def run(self) -> dict:
         """Train, resume or just report this run; returns its metrics (also in metrics.json)."""
         started = time.perf_counter()
@@ -171,8 +176,7 @@ class TrainingRun:
             print(f"{self.kind}: finished earlier\n{format_summary(metrics, self.path)}")
             return metrics
         if state == "changed":
-            print(f"{self.kind}: {self.recorded_change()}; starting {self.path} over")
-            clear_run_directory(self.path)
+            self.start_over()
         self.check_task()
         self.prepare()
         RunDir.create(self.path, self.resolved_config(), seed=self.seed, split_hash=self.task.split.hash)

@@ -60,7 +60,10 @@ def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...
 
     runs[0].run()
     for run in runs[1:]:
-        if run.status() != "finished":
+        state = run.status()
+        if state == "changed":
+            run.start_over()   # before labeling: the table in its directory is stale too
+        if state != "finished":
             label_once(run.teacher, pools, task, run.table, experiment.pseudo, run.origin)
         run.run()
     if not distribute.is_chief(strategy):

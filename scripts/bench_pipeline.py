@@ -10,7 +10,7 @@ alike, the real pipeline against the same model fed from memory:
 (a) Pseudo-labeling: `pseudolabels.label_pools` over N real House Rooms JPEGs (unlabeled room
     images), end to end -- files on disk -> tf.data decode -> teacher -> the written table (its
     sha256 column, summary and read-back included) -- vs the same compiled forward that
-    label_pools uses (`pseudolabels._batch_predictor`, inference mode) on in-memory float32
+    label_pools uses (`pseudolabels.batch_predictor`, inference mode) on in-memory float32
     batches of the same batch size and resolution, N images too. Model: EfficientNet-Lite0 at
     224 px, real ImageNet weights, batch 64 (the `[pseudo]` default); the head is untrained, which
     changes nothing about speed. A third variant, label_pools on a single batch, gives the fixed
@@ -95,7 +95,7 @@ def bench_labeling(args, workdir: Path) -> dict:
 
     # Model only: the same compiled forward label_pools uses, on in-memory float32 batches
     # (up to 4 distinct real batches, cycled; decoded once here, outside the timing).
-    predict = pseudolabels._batch_predictor(model, "none", size)
+    predict = pseudolabels.batch_predictor(model, "none", size)
     distinct = [tf.constant(load_images(paths[i:i + bs], size).astype(np.float32))
                 for i in range(0, min(n, 4 * bs), bs)]
     sizes = [min(bs, n - i) for i in range(0, n, bs)]
@@ -107,7 +107,7 @@ def bench_labeling(args, workdir: Path) -> dict:
     pseudolabels.label_pools(model, [one_batch], image_size=size, batch_size=bs, class_names=class_names,
                              out_path=workdir / "warm.csv", progress=False)
     # What every label_pools call pays to trace its own new function: first call - a steady call.
-    fresh = pseudolabels._batch_predictor(model, "none", size)
+    fresh = pseudolabels.batch_predictor(model, "none", size)
     warm_started = time.perf_counter()
     fresh(batches[0]).numpy()
     trace_s = time.perf_counter() - warm_started

@@ -355,7 +355,7 @@ def test_plot_history_from_csvlogger_file(tmp_path):
         "1,0.7,0.75,0.001,0.6,0.6,0.7,0.66\n"
         "0,0.75,0.8,0.0001,0.5,0.62,0.72,0.64\n"  # a second phase appended
     )
-    assert ev._history_panels(ev.read_history(history))[0] == "loss"
+    assert ev.plots._history_panels(ev.read_history(history))[0] == "loss"
     assert_png_written_atomically(ev.plot_history(history, tmp_path / "plots" / "history.png"))
 
 

@@ -54,3 +54,54 @@ def test_predict_refuses_wrong_class_count(tmp_path):
     Image.new("RGB", (32, 32)).save(img)
     result = CliRunner().invoke(main, ["predict", str(run), str(img), "--classes", "a,b,c"])
     assert result.exit_code != 0 and "predicts 2 classes" in result.output
+
+
+def _tiny_model_file(path):
+    from pseudolabel.backbones import create_model
+    from pseudolabel.training import save_model
+
+    return save_model(create_model("tiny_cnn", 2, image_size=32, weights=None), path)
+
+
+def test_load_classifier_names_a_damaged_model_file(tmp_path):
+    import pytest
+
+    from pseudolabel.pseudolabels import PseudoLabelError
+
+    model_file = _tiny_model_file(tmp_path / "run" / "model.keras")
+    assert load_classifier(tmp_path / "run")[1] == model_file
+    whole = model_file.read_bytes()
+    damages = {"truncated": whole[: len(whole) // 2], "empty": b"", "garbage": b"\x00garbage" * 100,
+               "bad member": whole.replace(b"config.json", b"config.jsoX")}
+    for what, content in damages.items():
+        model_file.write_bytes(content)
+        with pytest.raises(PseudoLabelError) as err:
+            load_classifier(tmp_path / "run")
+        message = str(err.value)
+        assert message.startswith(f"{model_file}: damaged"), (what, message)
+        assert "\n" not in message and "File not found" not in message
+
+
+def test_load_classifier_checks_the_run_manifest(tmp_path):
+    import pytest
+
+    from pseudolabel.pseudolabels import PseudoLabelError
+    from pseudolabel.rundir import write_manifest
+
+    model_file = _tiny_model_file(tmp_path / "run" / "model.keras")
+    write_manifest(tmp_path / "run", ["model.keras"])
+    load_classifier(tmp_path / "run")
+    other = _tiny_model_file(tmp_path / "other.keras")  # a whole, loadable model: but not this run's
+    model_file.write_bytes(other.read_bytes())
+    with pytest.raises(PseudoLabelError, match="model.keras: damaged"):
+        load_classifier(tmp_path / "run")
+
+
+def test_cli_predict_on_a_damaged_model_is_one_line(tmp_path):
+    model_file = _tiny_model_file(tmp_path / "model.keras")
+    model_file.write_bytes(model_file.read_bytes()[:500])
+    img = tmp_path / "x.png"
+    Image.new("RGB", (32, 32)).save(img)
+    result = CliRunner().invoke(main, ["predict", str(model_file), str(img)])
+    assert result.exit_code == 1 and "damaged" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -262,10 +262,10 @@ def test_per_pool_rows_from_several_pools(teacher, synthetic_root, tmp_path):
 
 
 def test_interrupted_labeling_leaves_no_table(teacher, synthetic_root, tmp_path, monkeypatch):
-    import pseudolabel.pseudolabels as pl
+    import pseudolabel.pseudolabels.predict as pl
     from pseudolabel.data import scan_pool
 
-    real = pl._batch_predictor
+    real = pl.batch_predictor
 
     def failing_predictor(model, tta, image_size):
         predict = real(model, tta, image_size)
@@ -279,11 +279,12 @@ def test_interrupted_labeling_leaves_no_table(teacher, synthetic_root, tmp_path,
 
         return predict_batch
 
-    monkeypatch.setattr(pl, "_batch_predictor", failing_predictor)
+    monkeypatch.setattr(pl, "batch_predictor", failing_predictor)
     out = tmp_path / "out" / "pseudo.csv"
     with pytest.raises(RuntimeError, match="killed mid-way"):
         label(teacher, [scan_pool(synthetic_root / "Pool")], out)
-    assert list(out.parent.iterdir()) == []  # no table, no temporary file, no sidecars
+    # No table, no temporary file, no sidecars: only the (released) lock file, which stays on purpose.
+    assert [p.name for p in out.parent.iterdir()] == [".pseudo.csv.lock"]
 
 
 def test_labeling_streams_without_a_cache(teacher, synthetic_root, tmp_path, monkeypatch):
@@ -470,3 +471,170 @@ def test_cli_label_in_shards_then_merge(teacher, synthetic_root, tmp_path):
     (out.parent / "pseudo.part-001-of-002.csv").unlink()
     missing = CliRunner().invoke(main, ["merge-labels", str(out)])
     assert missing.exit_code == 1 and "missing shard(s) 1 of 2" in missing.output and not out.exists()
+
+
+# --------------------------------------------------------------------------- damaged tables, locks, files not labeled
+
+
+@pytest.fixture
+def labeled_table(teacher, synthetic_root, tmp_path):
+    from pseudolabel.data import scan_pool
+
+    out = tmp_path / "tables" / "pseudo.csv"
+    label(teacher, [scan_pool(synthetic_root / "Pool")], out)
+    return out
+
+
+def _cut(path, keep_bytes):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep_bytes])
+
+
+def test_a_finished_table_has_a_manifest_that_verifies(labeled_table):
+    from pseudolabel.pseudolabels import table_problems
+
+    manifest = json.loads(sidecar(labeled_table, "manifest").read_text())
+    assert set(manifest["files"]) == {"pseudo.csv", "pseudo.skipped.csv", "pseudo.summary.json"}
+    assert table_problems(labeled_table) == []
+
+
+def test_a_table_cut_at_a_row_boundary_is_refused(labeled_table):
+    from pseudolabel.pseudolabels import table_problems
+
+    data = labeled_table.read_bytes()
+    _cut(labeled_table, data.index(b"\n", len(data) // 2) + 1)  # whole rows, fewer of them
+    for check in (lambda: read_pseudo_labels(labeled_table), lambda: select_pseudo_labels(labeled_table)):
+        with pytest.raises(PseudoLabelError) as err:
+            check()
+        assert "pseudo.csv" in str(err.value) and "bytes" in str(err.value) and "\n" not in str(err.value)
+    [problem] = table_problems(labeled_table)
+    assert "pseudo.csv" in problem and "damaged" in problem
+    # Without its manifest (a table of an older version) the summary's row count still catches it.
+    sidecar(labeled_table, "manifest").unlink()
+    with pytest.raises(PseudoLabelError, match=r"pseudo.csv: damaged: \d+ rows, its pseudo.summary.json counts 40"):
+        read_pseudo_labels(labeled_table)
+    assert "no pseudo.manifest.json" in table_problems(labeled_table)[0]
+
+
+@pytest.mark.parametrize("cut_inside", ["probability", "class name"])
+def test_a_table_cut_mid_row_names_the_file_and_line(labeled_table, cut_inside):
+    sidecar(labeled_table, "manifest").unlink()  # the row check itself, not the manifest
+    lines = labeled_table.read_bytes().splitlines(keepends=True)
+    keep = sum(len(line) for line in lines[:6])
+    keep += lines[6].index(b",0.") + 4 if cut_inside == "probability" else len(lines[6]) - 3  # before "\r\n"
+    _cut(labeled_table, keep)
+    with pytest.raises(PseudoLabelError) as err:
+        read_pseudo_labels(labeled_table)
+    message = str(err.value)
+    assert message.startswith(f"{labeled_table}: line 7 is damaged") and "\n" not in message
+    assert "inhomogeneous" not in message
+
+
+@pytest.mark.parametrize("kind", ["skipped", "summary"])
+def test_a_damaged_sidecar_is_named(labeled_table, kind):
+    path = sidecar(labeled_table, kind)
+    path.write_text(path.read_text() + "edited\n")
+    with pytest.raises(PseudoLabelError, match=rf"{path.name}: damaged"):
+        read_pseudo_labels(labeled_table)
+
+
+def test_a_garbage_table_is_one_line(tmp_path):
+    path = tmp_path / "pseudo.csv"
+    path.write_bytes(b"image,pool,sha256,p_M,p_O,confidence,predicted\n\xff\xfe\x00garbage\n")
+    with pytest.raises(PseudoLabelError, match="pseudo.csv: damaged"):
+        read_pseudo_labels(path)
+
+
+def _hold_lock_in_another_process(path):
+    """A process holding the output's lock (as a running `label` does); returns it once it holds it."""
+    import os
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from pseudolabel.rundir import RunLock\n"
+        f"lock = RunLock.for_file({str(path)!r}).acquire()\n"
+        "print('locked', flush=True); time.sleep(120)")],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_second_labeling_of_one_output_is_refused_with_the_holder_pid(teacher, synthetic_root, tmp_path):
+    from click.testing import CliRunner
+
+    from pseudolabel.cli import main
+    from pseudolabel.data import scan_pool
+    from pseudolabel.rundir import LockedError
+    from pseudolabel.training import save_model
+
+    save_model(teacher, tmp_path / "teacher" / "model.keras")
+    out = tmp_path / "tables" / "pseudo.csv"
+    holder = _hold_lock_in_another_process(out)
+    try:
+        with pytest.raises(LockedError, match=f"pseudo.csv: in use by another process \\(pid {holder.pid}\\)"):
+            label(teacher, [scan_pool(synthetic_root / "Pool")], out)
+        result = CliRunner().invoke(main, ["label", "--model", str(tmp_path / "teacher"), "--root",
+                                           str(synthetic_root), "--pool", str(synthetic_root / "Pool"),
+                                           "--out", str(out)])
+        assert result.exit_code == 1 and f"pid {holder.pid}" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not out.exists() and not sidecar(out, "pools").exists()  # refused before any work
+    finally:
+        holder.kill()
+        holder.wait(60)
+    assert len(label(teacher, [scan_pool(synthetic_root / "Pool")], out)) == 40  # free once the holder ends
+
+
+def test_labeling_removes_what_a_killed_labeling_left(teacher, synthetic_root, tmp_path):
+    from pseudolabel.data import scan_pool
+
+    out = tmp_path / "pseudo.csv"
+    stale = [tmp_path / ".pseudo.k2j4_x9a.tmp.csv", tmp_path / ".pseudo.summary.abcd1234.tmp.json"]
+    neighbour = tmp_path / ".other.k2j4_x9a.tmp.csv"  # another output's, maybe being written now
+    for path in (*stale, neighbour):
+        path.write_text("half")
+    label(teacher, [scan_pool(synthetic_root / "Pool")], out)
+    assert not any(p.exists() for p in stale) and neighbour.exists()
+
+
+def test_cli_label_lists_every_file_not_labeled_in_one_place(teacher, synthetic_root, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from pseudolabel.cli import main
+    from pseudolabel.training import save_model
+
+    save_model(teacher, tmp_path / "teacher" / "model.keras")
+    pool = synthetic_root / "Pool"
+    shutil.copy(synthetic_root / "Labeled" / "img_1.jpg", pool / "copy_of_labeled.jpg")
+    for k in range(3):
+        (pool / f"broken_{k}.png").write_bytes(b"\x89PNG broken")
+    out = tmp_path / "tables" / "pseudo.csv"
+    result = CliRunner().invoke(main, ["label", "--model", str(tmp_path / "teacher"), "--root", str(synthetic_root),
+                                       "--pool", str(pool), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(sidecar(out, "skipped"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["image", "pool", "reason", "detail"]
+    reasons = {Path(r["image"]).name: r["reason"] for r in rows}
+    assert reasons == {"copy_of_labeled.jpg": "excluded as near-duplicate",
+                       **{f"broken_{k}.png": "unreadable at scan" for k in range(3)}}
+    assert all(r["detail"] for r in rows)
+    summary = json.loads(sidecar(out, "summary").read_text())
+    assert summary["skipped"] == 3 and summary["not_labeled"]["total"] == 4
+    # The pool line and the summary line count the same files.
+    assert "skipped 3" in result.output
+    assert "not labeled 4: 3 unreadable (3 at scan, 0 at decode), 1 excluded" in result.output
+    assert "pseudo.skipped.csv" in result.output
+
+
+def test_files_unreadable_at_decode_join_the_same_list(teacher, pool_with_corrupt_file, tmp_path):
+    out = tmp_path / "pseudo.csv"
+    label(teacher, [pool_with_corrupt_file], out)
+    with open(sidecar(out, "skipped"), newline="") as f:
+        [row] = list(csv.DictReader(f))
+    assert Path(row["image"]).name == "corrupt.jpg" and row["reason"] == "unreadable at decode"
+    summary = json.loads(sidecar(out, "summary").read_text())
+    assert summary["skipped"] == 1 and summary["not_labeled"]["unreadable at decode"] == 1

@@ -22,6 +22,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from pseudolabel.backbones.weights import keras_weights_remedy, loading_weights_file
+
 
 # Keras' built-in schedule: the top rate of its public constructors.
 KERAS_DROP_CONNECT_RATE = 0.2
@@ -35,19 +37,22 @@ def build_keras_efficientnet(variant: int, image_size: int, weights_file: Path |
     """B{variant} backbone; `weights_file` from `weights.resolve_keras_weights_arg` (None: random)."""
     constructor = getattr(keras.applications, f"EfficientNetB{variant}")
     legacy_h5 = weights_file is not None and not weights_file.name.endswith(".weights.h5")
-    inner = constructor(
-        include_top=False,
-        weights=str(weights_file) if legacy_h5 else None,
-        input_shape=(image_size, image_size, 3),
-        pooling="avg",
-    )
+    remedy = keras_weights_remedy(variant, weights_file) if weights_file is not None else ""
+    with loading_weights_file(weights_file, remedy):
+        inner = constructor(
+            include_top=False,
+            weights=str(weights_file) if legacy_h5 else None,
+            input_shape=(image_size, image_size, 3),
+            pooling="avg",
+        )
     if legacy_h5:
         fold_imagenet_stddev(inner)
     _rescale_keras_drop_rates(inner, drop_connect_rate)
     # Same layers, flat, under the project's name.
     backbone = keras.Model(inner.input, inner.output, name="backbone")  # single tensors, not lists
     if weights_file is not None and not legacy_h5:
-        backbone.load_weights(weights_file)   # a backbone saved by us: correction already folded
+        with loading_weights_file(weights_file, "replace it with a .weights.h5 saved from this backbone"):
+            backbone.load_weights(weights_file)   # a backbone saved by us: correction already folded
     return backbone
 
 

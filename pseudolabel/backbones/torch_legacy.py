@@ -131,12 +131,26 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_state_dict(path: str | Path) -> "collections.OrderedDict[str, np.ndarray]":
-    """name -> NumPy array, from a legacy or zip-format PyTorch state dict."""
+    """name -> NumPy array, from a legacy or zip-format PyTorch state dict.
+
+    Anything else (empty, text, truncated, a pickle asking for a global outside the allow-list)
+    is a one-line TorchFormatError / UnsafePickleError naming the file; nothing in it is run.
+    """
     path = Path(path)
-    if zipfile.is_zipfile(path):
-        return _load_zip(path)
-    with open(path, "rb") as f:
-        return _load_legacy(f)
+    if path.stat().st_size == 0:
+        raise TorchFormatError(f"{path}: empty file, not a PyTorch state dict")
+    try:
+        if zipfile.is_zipfile(path):
+            return _load_zip(path)
+        with open(path, "rb") as f:
+            return _load_legacy(f)
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{path}: {err} (the file may be malicious; nothing in it was run)") from None
+    except TorchFormatError as err:
+        raise TorchFormatError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from None
+    except Exception as err:  # what a pickle reader raises on bytes that are no pickle is anybody's guess
+        reason = (str(err).strip().splitlines() or [""])[0][:200]
+        raise TorchFormatError(f"{path}: not a PyTorch state dict ({type(err).__name__}: {reason})") from None
 
 
 def _restricted_load(f, storages=None):

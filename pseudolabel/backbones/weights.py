@@ -12,11 +12,14 @@ Keras layout and cached under `$PSEUDOLABEL_CACHE` (default ~/.cache/pseudolabel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
 import os
+import pickle
 import socket
+import struct
 import threading
 import time
 import urllib.request
@@ -53,6 +56,37 @@ LITE_WEIGHT_PACKAGES = {
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights cannot be found or fetched; the message says what to do."""
+
+
+class WeightsFileError(ValueError):
+    """A weights file that exists but cannot be loaded (damaged, refused, another layout); the
+    message names the file and what to do about it."""
+
+
+# What h5py, Keras and a pickle reader raise on a damaged or foreign file.
+_READ_ERRORS = (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, pickle.UnpicklingError,
+                struct.error)
+
+
+@contextlib.contextmanager
+def loading_weights_file(path: Path, remedy: str):
+    """Turn an error while loading weights from `path` into a one-line WeightsFileError."""
+    try:
+        yield
+    except (WeightsFileError, WeightsUnavailableError):
+        raise
+    except _READ_ERRORS as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        reason = reason.removeprefix(f"{path}: ")  # the readers here name the file themselves
+        raise WeightsFileError(f"{path}: cannot load weights from it ({reason}); {remedy}") from None
+
+
+def keras_weights_remedy(variant: int, path: Path) -> str:
+    """What to do about an unreadable B-series weights file: Keras' cache file can be deleted."""
+    if Path(path).resolve() == keras_notop_path(variant).resolve():
+        return (f"the cached file is damaged: delete it (it is downloaded again when online) or replace it "
+                f"with {KERAS_WEIGHTS_URL}{path.name} (MD5 {KERAS_NOTOP_MD5[variant]})")
+    return f"replace it with a keras-applications EfficientNetB{variant} no-top .h5 file"
 
 
 def offline() -> bool:

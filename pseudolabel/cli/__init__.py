@@ -1,15 +1,17 @@
 """The `pseudolabel` command: a thin layer over the Python API.
 
 Each concern has its own module here (cli/data.py, cli/models.py, ...) defining click commands;
-heavy imports (TensorFlow) happen inside the commands so `--help` stays fast.
+heavy imports (TensorFlow) happen inside the commands so `--help` stays fast. Every command runs
+under `common.GuardedGroup`: an error it raises is one line, never a bare traceback.
 """
 
 import click
 
 from pseudolabel import __version__
+from pseudolabel.cli.common import GuardedGroup
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pseudolabel")
 def main():
     """Semi-supervised pseudo-labeling (Noisy Student) for image classification.

@@ -1,9 +1,12 @@
-"""Options shared by the commands that train or evaluate on a labeled task."""
+"""Options shared by the commands that train or evaluate on a labeled task, and the guard that
+turns every error a command raises into one line (`GuardedGroup`, used by `pseudolabel.cli.main`)."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import tomllib
+from pathlib import Path
 
 import click
 
@@ -72,25 +75,103 @@ def strategy_option(func):
     )(func)
 
 
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The project's own errors: bad input, bad config, a damaged or busy file, unavailable
+    weights. Their messages are written for the user: shown as they are, no traceback, no log."""
+    from pseudolabel.backbones.torch_legacy import TorchFormatError, UnsafePickleError
+    from pseudolabel.backbones.weights import WeightsFileError, WeightsUnavailableError
+    from pseudolabel.config import ConfigError
+    from pseudolabel.data import DataError
+    from pseudolabel.evaluation import EvaluationError
+    from pseudolabel.images import ImageError
+    from pseudolabel.report import ReportError
+    from pseudolabel.rundir import RunDirError
+
+    return (ConfigError, DataError, ImageError, RunDirError, EvaluationError, ReportError, WeightsFileError,
+            WeightsUnavailableError, TorchFormatError, UnsafePickleError)
+
+
+def os_error_message(error: OSError) -> str:
+    """`<file>: <what the system said>`, with what to do about a full disk."""
+    where = error.filename if error.filename is not None else None
+    text = f"{where}: {error.strerror}" if where is not None and error.strerror else str(error)
+    if error.errno == errno.ENOSPC or "No space left on device" in text:
+        text += " (the disk is full: free some space and run the command again; nothing was half-written)"
+    return text
+
+
+def write_error_log(error: BaseException) -> Path | None:
+    """The full traceback of `error` (with the command line and versions) in a new log file under
+    $PSEUDOLABEL_CACHE/logs (default: the system temp folder); None when no log can be written."""
+    import datetime as dt
+    import os
+    import platform
+    import sys
+    import tempfile
+    import traceback
+
+    from pseudolabel import __version__
+
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    text = (f"pseudolabel {__version__}, Python {platform.python_version()}, {stamp}\n"
+            f"command: {' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(error)))
+    folders = [Path(os.environ["PSEUDOLABEL_CACHE"]) / "logs"] if os.environ.get("PSEUDOLABEL_CACHE") else []
+    folders.append(Path(tempfile.gettempdir()) / "pseudolabel-logs")
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"error-{stamp}-{os.getpid()}.log"
+            path.write_text(text)
+            return path
+        except OSError:
+            continue
+    return None
+
+
+def one_line_error(error: Exception) -> click.ClickException:
+    """What the user sees for an error a command raised: the project's own errors and OSErrors
+    (missing file, permission, disk full) as their message; anything else, which is a bug, as one
+    line with the path of a log holding the traceback."""
+    if isinstance(error, expected_errors()):
+        return click.ClickException(str(error))
+    if isinstance(error, OSError):
+        return click.ClickException(os_error_message(error))
+    log = write_error_log(error)
+    first = (str(error).strip().splitlines() or [""])[0][:300]
+    where = f"the full traceback is in {log}" if log else "no log could be written"
+    return click.ClickException(f"unexpected {type(error).__name__}{': ' + first if first else ''} "
+                                f"(a bug: {where}; PSEUDOLABEL_DEBUG=1 shows it here)")
+
+
+class GuardedGroup(click.Group):
+    """A click group whose commands (and subgroups' commands) never end in a bare traceback:
+    every exception they raise becomes `one_line_error` (exit code 1). click's own exceptions
+    (usage errors, --help, exit) pass; PSEUDOLABEL_DEBUG=1 lets everything through unchanged."""
+
+    def invoke(self, ctx):
+        import os
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:
+            # EOFError too: click would print a bare "Aborted!" for it.
+            if os.environ.get("PSEUDOLABEL_DEBUG", "").strip() not in ("", "0"):
+                raise
+            raise one_line_error(error) from None
+
+
 def fail_cleanly(func):
-    """Turn the project's own errors (bad data, bad config) into a one-line message, exit code 1."""
+    """Turn the project's own errors (bad data, bad config, damaged files) into a one-line message,
+    exit code 1, for a command used outside the `pseudolabel` group (which guards every command)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from pseudolabel.config import ConfigError
-
-        expected = [ConfigError, FileNotFoundError]
-        try:
-            from pseudolabel.data import DataError
-            from pseudolabel.images import ImageError
-
-            expected += [DataError, ImageError]
-        except ImportError:
-            pass
         try:
             return func(*args, **kwargs)
-        except tuple(expected) as e:
-            raise click.ClickException(str(e)) from None
+        except (*expected_errors(), OSError) as e:
+            raise one_line_error(e) from None
 
     return wrapper
 

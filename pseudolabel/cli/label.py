@@ -37,8 +37,10 @@ TTA_CHOICES = click.Choice(["none", "flip", "ten_crop"])
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per prediction batch. Default: the experiment's [pseudo] batch_size (64).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="The pseudo-label table to write (CSV). Beside it: OUT.skipped.csv (unreadable "
-                   "images), OUT.summary.json, OUT.pools.csv/.json (what each pool kept and excluded).")
+              help="The pseudo-label table to write (CSV). Beside it: OUT.skipped.csv (every file found and "
+                   "not labeled, with the reason: unreadable at scan or decode, excluded as labeled, "
+                   "near-duplicate or in an earlier pool), OUT.summary.json, OUT.manifest.json (written "
+                   "last: the table is finished), OUT.pools.csv/.json (every file found, per pool).")
 @click.option("--shard", default=None, metavar="INDEX/COUNT", callback=lambda ctx, param, value: _shard(value),
               help="Label only shard INDEX of COUNT (0-based, e.g. 0/3 on the first of three machines): the "
                    "images at positions INDEX, INDEX+COUNT, ... of the pools' image list, written to "
@@ -56,21 +58,25 @@ def label(model_path, experiment, root, labels, split, classes, pools, glob, tta
     image) and labels only its share.
     """
     from pseudolabel.data import load_task, prepare_pools
-    from pseudolabel.pseudolabels import label_pools, load_classifier
+    from pseudolabel.pseudolabels import label_pools, load_classifier, part_path
+    from pseudolabel.rundir import RunLock
 
     data_cfg = data_config(experiment, root, labels, split, classes)
     pseudo_cfg = _pseudo_config(experiment)
     pool_cfgs = _pool_configs(experiment, pools, glob)
-    task = load_task(data_cfg.as_task_config())
-    model, model_file, recorded = load_classifier(model_path)
-    class_names = [str(c) for c in task.class_map.names]
-    _check_model_classes(model, model_file, class_names, recorded)
+    # Locked from the start, so a second `label` on the same --out is refused before any work.
+    with RunLock.for_file(part_path(out, *shard) if shard else out):
+        task = load_task(data_cfg.as_task_config())
+        model, model_file, recorded = load_classifier(model_path)
+        class_names = [str(c) for c in task.class_map.names]
+        _check_model_classes(model, model_file, class_names, recorded)
 
-    filtered = prepare_pools([p.model_dump() for p in pool_cfgs], task.labeled.paths, out.parent,
-                             report_name=f"{out.stem}.pools")
-    # A model file alone: its input layer is what says its resolution.
-    label_pools(model, filtered, image_size=int(model.input_shape[1]), batch_size=batch_size or pseudo_cfg.batch_size,
-                tta=tta or pseudo_cfg.tta, class_names=class_names, out_path=out, shard=shard)
+        filtered = prepare_pools([p.model_dump() for p in pool_cfgs], task.labeled.paths, out.parent,
+                                 report_name=f"{out.stem}.pools")
+        # A model file alone: its input layer is what says its resolution.
+        label_pools(model, filtered, image_size=int(model.input_shape[1]),
+                    batch_size=batch_size or pseudo_cfg.batch_size, tta=tta or pseudo_cfg.tta,
+                    class_names=class_names, out_path=out, shard=shard)
     if shard:
         click.echo(f"shard {shard[0]} of {shard[1]} done; once every shard is: pseudolabel merge-labels {out}")
 
@@ -193,14 +199,14 @@ def _check_model_classes(model, model_file: Path, class_names: list[str], record
               help="Write the predictions here: .csv or .json (by the suffix). Default: print CSV.")
 @click.option("--tta", type=click.Choice(["none", "flip", "ten_crop"]), default="none", show_default=True,
               help="Test-time augmentation: average over flips or the 10 classic crops.")
-@click.option("--batch-size", default=32, show_default=True, help="Images per prediction batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Images per prediction batch.")
 @click.option("--classes", default=None,
               help="Class names, comma-separated, when the model's run did not record them.")
 @fail_cleanly
 def predict(model_path, images, out, tta, batch_size, classes):
     """Class probabilities for new IMAGES (files or folders, searched recursively) from MODEL
     (a run directory or a .keras file). Unreadable images are listed and skipped."""
-    from pseudolabel.data import scan_pool
     from pseudolabel.pseudolabels import load_classifier, predict_images
 
     model, model_file, class_names = load_classifier(model_path)
@@ -210,7 +216,7 @@ def predict(model_path, images, out, tta, batch_size, classes):
     if len(class_names) != int(model.output_shape[-1]):
         raise click.ClickException(f"{model_file}: the model predicts {model.output_shape[-1]} classes, "
                                    f"not {len(class_names)} ({', '.join(class_names)})")
-    paths = [p for item in images for p in (scan_pool(item).images if item.is_dir() else [item])]
+    paths = _image_paths(images)
     rows, skipped = predict_images(model, paths, class_names=class_names, tta=tta, batch_size=batch_size,
                                    progress=out is not None)
     _write_predictions(rows, out)
@@ -218,6 +224,22 @@ def predict(model_path, images, out, tta, batch_size, classes):
         click.echo(f"skipped {image}: {reason}", err=True)
     if out:
         click.echo(f"{len(rows)} predictions -> {out}" + (f"; {len(skipped)} unreadable skipped" if skipped else ""))
+
+
+def _image_paths(items: tuple[Path, ...]) -> list[Path]:
+    """The image files named, and those found (recursively) in the folders named; none is an error."""
+    import warnings
+
+    from pseudolabel.data import DataWarning, scan_pool
+    from pseudolabel.images import IMAGE_EXTENSIONS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # said below, in one line
+        paths = [p for item in items for p in (scan_pool(item).images if item.is_dir() else [item])]
+    if not paths:
+        raise click.ClickException(f"no images in {', '.join(map(str, items))} (looked for "
+                                   f"{', '.join(sorted(IMAGE_EXTENSIONS))}, in subfolders too)")
+    return paths
 
 
 def _write_predictions(rows: list[dict], out: Path | None) -> None:

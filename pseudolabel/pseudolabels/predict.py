@@ -1,0 +1,121 @@
+"""A classifier over image files: load a run's model, stream images through it in batches
+(no noise: inference mode, optional TTA), list the unreadable ones; `predict_images` for new
+images, and the streaming that `label_pools` writes its table from."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pseudolabel.pseudolabels.table import PseudoLabelError
+from pseudolabel.rundir import MANIFEST, read_json, read_manifest, verify_manifest
+
+__all__ = ["batch_predictor", "load_classifier", "predict_images", "stream_predictions", "unreadable_reasons"]
+
+
+def load_classifier(path: str | Path):
+    """(model, model file, class names or None) from a run directory (its model.keras) or a
+    .keras file; the class names are the ones its run recorded in metrics.json, if any.
+
+    A model file that its run's manifest does not verify, that is not a .keras archive, or that
+    Keras cannot load is a one-line PseudoLabelError naming the file as damaged.
+    """
+    import keras
+
+    path = Path(path)
+    model_file = path / "model.keras" if path.is_dir() else path
+    if not model_file.exists():
+        raise PseudoLabelError(f"{model_file}: no such model (is the run finished?)")
+    _check_model_file(model_file)
+    try:
+        model = keras.models.load_model(model_file, compile=False)
+    except Exception as e:  # Keras reports a damaged archive as anything, even "File not found"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise PseudoLabelError(f"{model_file}: damaged, Keras cannot load it ({reason}); "
+                               "train the model again or restore the file") from None
+    metrics = model_file.parent / "metrics.json"
+    names = read_json(metrics).get("class_names") if metrics.exists() else None
+    return model, model_file, [str(c) for c in names] if names else None
+
+
+def _check_model_file(model_file: Path) -> None:
+    """The run's manifest (when it lists the model) verifies; a .keras file is a whole zip archive."""
+    manifest = model_file.parent / MANIFEST
+    if manifest.exists() and model_file.name in read_manifest(model_file.parent).get("files", {}):
+        problems = [p for p in verify_manifest(model_file.parent) if p.startswith(str(model_file))]
+        if problems:
+            raise PseudoLabelError(problems[0] + "; train the model again or restore the file")
+    if model_file.suffix == ".keras" and not zipfile.is_zipfile(model_file):
+        size = model_file.stat().st_size
+        raise PseudoLabelError(f"{model_file}: damaged, not a .keras archive ({size} bytes; truncated or "
+                               "overwritten?); train the model again or restore the file")
+
+
+def predict_images(model, paths: Sequence[str | Path], *, class_names: Sequence[str], tta: str = "none",
+                   batch_size: int = 32, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Class probabilities of new images: rows {image, p_<class>..., predicted, confidence} in
+    input order, and (image, reason) of the images that could not be read (skipped, not fatal)."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise PseudoLabelError("no images to predict")
+    if int(batch_size) < 1:
+        raise PseudoLabelError(f"batch_size must be >= 1, got {batch_size}")
+    class_names = [str(c) for c in class_names]
+    seen = np.zeros(len(paths), dtype=bool)
+    rows = {}
+    for i, p in stream_predictions(model, paths, int(model.input_shape[1]), batch_size, tta, len(class_names),
+                                   progress):
+        seen[i] = True
+        rows[i] = {"image": paths[i], **{f"p_{c}": float(v) for c, v in zip(class_names, p)},
+                   "predicted": class_names[int(np.argmax(p))], "confidence": float(np.max(p))}
+    skipped = [(image, reason) for image, _, reason in unreadable_reasons(paths, [""] * len(paths), seen)]
+    return [rows[i] for i in sorted(rows)], skipped
+
+
+def stream_predictions(model, paths, image_size, batch_size, tta, num_classes, progress):
+    """(index into `paths`, probabilities) of every readable image, one streamed batch at a time."""
+    from tqdm import tqdm
+
+    from pseudolabel.pipeline import make_dataset
+
+    predict_batch = batch_predictor(model, tta, image_size)
+    # No cache, no shuffle, one pass: only the batches in flight are held in memory.
+    dataset = make_dataset(paths, image_size=image_size, batch_size=batch_size, shuffle=False, augment=None,
+                           cache=None, repeat=False, drop_remainder=False, on_error="skip", with_index=True)
+    with tqdm(total=len(paths), desc="pseudo-labeling", unit="img", disable=not progress) as bar:
+        for images, index in dataset:
+            probs = _check_probs(predict_batch(images).numpy(), num_classes)
+            yield from zip(index.numpy().tolist(), probs)
+            bar.update(len(probs))
+        bar.update(len(paths) - bar.n)  # the skipped ones
+
+
+def batch_predictor(model, tta: str, image_size: int):
+    """The compiled, noise-free `images -> probs` of evaluation (TTA views averaged)."""
+    from pseudolabel.evaluation import tta_predictor
+
+    return tta_predictor(model, tta, image_hw=(image_size, image_size))
+
+
+def _check_probs(probs: np.ndarray, num_classes: int) -> np.ndarray:
+    if probs.ndim != 2 or probs.shape[1] != num_classes:
+        raise PseudoLabelError(f"the model outputs shape {probs.shape}, expected [batch, {num_classes}] probabilities")
+    return probs
+
+
+def unreadable_reasons(paths: list[str], pool_names: list[str], seen: np.ndarray) -> list[tuple]:
+    """(image, pool, reason) of the images the pipeline skipped, reason as `images.read_image` gives it."""
+    from pseudolabel.images import ImageError, read_image
+
+    skipped = []
+    for i in np.flatnonzero(~seen):
+        try:
+            read_image(paths[i])
+            reason = "skipped by the input pipeline"
+        except ImageError as e:
+            reason = e.reason
+        skipped.append((paths[i], pool_names[i], reason))
+    return skipped
