@@ -10,8 +10,13 @@
 2. open: provenance.json (split hash, seed, versions, command) once, config.json, the seed.
 3. the kind's own part, its hooks: `prepare()` its inputs (before the directory is made), `build()` the model, `fit(model)` it (returning what it wants
    recorded: epochs, timings...), `save(model)`, `predict(model, subset)`.
-4. evaluation on val and test: test_predictions.csv, val_predictions.csv, curves.png, and
-   metrics.json written LAST, atomically, so its presence means the run finished.
+4. evaluation on val and test: test_predictions.csv, val_predictions.csv, curves.png, metrics.json,
+   and LAST the manifest (sha256 and size of every artifact, `rundir.write_manifest`). A run counts
+   as finished only while its manifest verifies: a damaged or missing artifact is named in one line
+   and the run is done again.
+While it works, a run holds its directory's lock (`rundir.RunLock`): a second process on the same
+run is refused at once, naming the holder's pid; hidden temporary files a killed session left are
+removed when the next one starts.
 
 A kind adds its own config to `resolved_config()`; everything in it is checked on resume. Extra
 Keras callbacks (`callbacks=`) reach every `fit` of the run through `callbacks()`: the hook for
@@ -29,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from pseudolabel.config import ConfigError
-from pseudolabel.rundir import RunDir, atomic_write_json, read_json
+from pseudolabel.rundir import RunDir, atomic_write_json, read_json, verify_manifest
 
 CONFIG_JSON = "config.json"
 PROVENANCE_JSON = "provenance.json"
@@ -39,6 +44,10 @@ HISTORY_CSV = "history.csv"
 CURVES_PNG = "curves.png"
 # Recorded for provenance, not compared on resume: a moved checkout is the same run.
 NOT_COMPARED = ("path",)
+# What the manifest of a finished run covers, when present (each kind may add its own: `artifacts`).
+ARTIFACTS = (CONFIG_JSON, PROVENANCE_JSON, METRICS_JSON, MODEL_FILE, "test_predictions.csv",
+             "val_predictions.csv", HISTORY_CSV, CURVES_PNG)
+LOCK_FILE = ".lock"
 
 
 class RunChangedError(ConfigError):
@@ -119,7 +128,11 @@ class TrainingRun:
         return {"kind": self.kind, "backbone": self.config.model.backbone, "image_size": self.image_size}
 
     def cleanup(self) -> None:
-        """Remove what only an unfinished run needs (backups, caches), once metrics.json is written."""
+        """Remove what only an unfinished run needs (backups, caches), once the run is finished."""
+
+    def artifacts(self) -> list[str]:
+        """The files of a finished run its manifest covers (those of `ARTIFACTS` that exist)."""
+        return [name for name in ARTIFACTS if self.file(name).exists()]
 
     def needs_validation(self) -> bool:
         return True
@@ -136,8 +149,9 @@ class TrainingRun:
         return standard_callbacks(self.path, **options) + self.extra_callbacks
 
     def status(self) -> str:
-        """"new", "unfinished", "finished" or "changed" (only with restart); raises RunChangedError
-        when the directory holds a run of another config or split and restart is off."""
+        """"new", "unfinished", "finished", "damaged" (finished once, an artifact no longer
+        verifies) or "changed" (only with restart); raises RunChangedError when the directory holds
+        a run of another config or split and restart is off."""
         if not (self.file(CONFIG_JSON).exists() or self.file(PROVENANCE_JSON).exists()):
             return "new"
         change = self.recorded_change()
@@ -146,7 +160,14 @@ class TrainingRun:
                 raise RunChangedError(f"{self.path}: {change}; rerun with --restart to start this run over "
                                       "(restart=True), or use another output directory")
             return "changed"
-        return "finished" if self.file(METRICS_JSON).exists() else "unfinished"
+        if not self.file(METRICS_JSON).exists():
+            return "unfinished"
+        return "damaged" if self.damage() else "finished"
+
+    def damage(self) -> str | None:
+        """Why a run that wrote metrics.json does not count as finished (None: its manifest verifies)."""
+        problems = verify_manifest(self.path)
+        return problems[0] if problems else None
 
     def recorded_change(self) -> str | None:
         """What differs between this run and the one its directory recorded, in one phrase."""
@@ -162,9 +183,10 @@ class TrainingRun:
                 return f"was started with another config (changed: {', '.join(changed)})"
         return None
 
-    def start_over(self) -> None:
-        """Remove what the directory holds of a changed run (restart=True), saying why."""
-        print(f"{self.kind}: {self.path.name} {self.recorded_change()}; starting it over")
+    def start_over(self, state: str) -> None:
+        """Remove what the directory holds of a changed (restart=True) or damaged run, saying why."""
+        why = self.recorded_change() if state == "changed" else self.damage()
+        print(f"{self.kind}: {self.path.name}: {why}; starting it over")
         clear_run_directory(self.path)
 
     def run(self) -> dict:
@@ -175,10 +197,16 @@ class TrainingRun:
             metrics = read_json(self.file(METRICS_JSON))
             print(f"{self.kind}: finished earlier\n{format_summary(metrics, self.path)}")
             return metrics
-        if state == "changed":
-            self.start_over()
         self.check_task()
-        self.prepare()
+        self.prepare()   # bad input fails here, before the directory is touched
+        run_dir = RunDir(self.path)
+        with run_dir.lock():
+            if state in ("changed", "damaged"):
+                self.start_over(state)
+            run_dir.clean_stale_temporaries()
+            return self.train_and_evaluate(started)
+
+    def train_and_evaluate(self, started: float) -> dict:
         RunDir.create(self.path, self.resolved_config(), seed=self.seed, split_hash=self.task.split.hash)
         import keras
 
@@ -190,8 +218,9 @@ class TrainingRun:
         metrics = self.evaluate(model, {**self.describe(model), **fitted})
         metrics["timings"] = {**fitted.get("timings", {}), "evaluate_s": round(time.perf_counter() - eval_started, 2),
                               "total_this_session_s": round(time.perf_counter() - started, 2)}
-        atomic_write_json(self.file(METRICS_JSON), metrics)   # last: its presence means "finished"
+        atomic_write_json(self.file(METRICS_JSON), metrics)
         self.cleanup()
+        RunDir(self.path).finish(self.artifacts())   # last: the run is finished while this verifies
         print(format_summary(metrics, self.path, time.perf_counter() - started))
         return metrics
 
@@ -275,9 +304,10 @@ def config_changes(recorded: dict, current: dict, defaults: dict | None = None) 
 
 
 def clear_run_directory(path: Path) -> None:
-    """Remove a run's files to start it over (other workers' `worker-*` copies are theirs to clear)."""
+    """Remove a run's files to start it over (other workers' `worker-*` copies are theirs to clear;
+    the lock file stays: it is held while this runs)."""
     for item in Path(path).iterdir():
-        if item.is_dir() and item.name.startswith("worker-"):
+        if (item.is_dir() and item.name.startswith("worker-")) or item.name == LOCK_FILE:
             continue
         shutil.rmtree(item) if item.is_dir() else item.unlink()
 

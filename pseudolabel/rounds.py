@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from pseudolabel.config import Experiment, PoolConfig
-from pseudolabel.rundir import atomic_write_json, read_json
+from pseudolabel.rundir import RunLock, atomic_write_json, read_json
 
 ORIGIN_JSON = "pseudo_labels.origin.json"
 
@@ -40,8 +40,7 @@ def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...
     `tf.distribute.Strategy` or a name; None: "auto"). Returns the report's summary (None on a
     non-chief worker, which writes no report)."""
     from pseudolabel import distribute
-    from pseudolabel.data import load_task, prepare_pools
-    from pseudolabel.report import compare_runs
+    from pseudolabel.data import load_task
 
     started = time.perf_counter()
     strategy = distribute.resolve_strategy(strategy)
@@ -55,14 +54,23 @@ def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...
     runs = plan_runs(experiment, task, out, pool_configs, strategy=strategy, restart=restart, rounds=rounds)
     for run in runs:
         run.status()   # refuses a changed run before any work (unless restart)
-    out.mkdir(parents=True, exist_ok=True)
-    pools = prepare_pools([p.model_dump() for p in pool_configs], task.labeled.paths, out) if runs[1:] else []
+    with RunLock.for_directory(distribute.worker_dir(out, strategy)):   # one process per experiment output
+        return run_rounds(experiment, runs, task, pool_configs, strategy, started)
 
+
+def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy, started: float) -> dict | None:
+    from pseudolabel import distribute
+    from pseudolabel.data import prepare_pools
+    from pseudolabel.report import compare_runs
+
+    out = Path(experiment.output)
+    pools = prepare_pools([p.model_dump() for p in pool_configs], task.labeled.paths, out) if runs[1:] else []
     runs[0].run()
     for run in runs[1:]:
         state = run.status()
-        if state == "changed":
-            run.start_over()   # before labeling: the table in its directory is stale too
+        if state in ("changed", "damaged"):
+            with RunLock.for_directory(run.path):
+                run.start_over(state)   # before labeling: the table in its directory is stale too
         if state != "finished":
             label_once(run.teacher, pools, task, run.table, experiment.pseudo, run.origin)
         run.run()
@@ -104,8 +112,10 @@ def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) ->
 
     from pseudolabel.pseudolabels import label_pools
 
+    from pseudolabel.pseudolabels import table_problems
+
     origin_file = table.parent / ORIGIN_JSON
-    if table.exists() and origin_file.exists() and read_json(origin_file) == _json(origin):
+    if not table_problems(table) and origin_file.exists() and read_json(origin_file) == _json(origin):
         print(f"pseudo-labels: finished earlier ({table})")
         return table
     model = keras.models.load_model(teacher.file("model.keras"))
