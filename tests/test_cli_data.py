@@ -10,13 +10,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pseudolabel import data as D
+from pseudolabel.data import duplicates
 from pseudolabel.cli import main
 from pseudolabel.cli.data import data as data_group
 
 
 @pytest.fixture(autouse=True)
 def fresh_hash_cache(monkeypatch):
-    monkeypatch.setattr(D, "_DEFAULT_CACHE", D.HashCache())
+    monkeypatch.setattr(duplicates, "_DEFAULT_CACHE", D.HashCache())
 
 
 def run(*args):

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pseudolabel import data as D
+from pseudolabel.data import duplicates
 from pseudolabel.synthetic import synthetic_image, write_synthetic_dataset
 
 
@@ -45,7 +46,7 @@ def labels_rows(root):
 @pytest.fixture(autouse=True)
 def fresh_hash_cache(monkeypatch):
     # The in-memory hash cache is per process; tests rewrite files, so each starts empty.
-    monkeypatch.setattr(D, "_DEFAULT_CACHE", D.HashCache())
+    monkeypatch.setattr(duplicates, "_DEFAULT_CACHE", D.HashCache())
 
 
 # --- labeled sets ------------------------------------------------------------------------------
@@ -413,7 +414,7 @@ def test_hash_cache_persists(synthetic_root, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(D, "read_image", fail)
+    monkeypatch.setattr(duplicates, "read_image", fail)
     assert D.HashCache(cache_file).get(synthetic_root / "Pool" / "img_1.jpg") == first
 
 
