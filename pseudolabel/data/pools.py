@@ -8,12 +8,12 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from pseudolabel.data.duplicates import DEFAULT_HASH_DISTANCE, HashCache, hash_images, min_hash_distances
-from pseudolabel.data.errors import DataError, DataWarning, problems_error
+from pseudolabel.data.duplicates import DEFAULT_HASH_DISTANCE, DEFAULT_MIN_INLIERS, HashCache, match_near_duplicates
+from pseudolabel.data.errors import DataError, DataWarning
 from pseudolabel.data.labels import LabeledSet
 from pseudolabel.images import IMAGE_EXTENSIONS
 from pseudolabel.rundir import atomic_write_bytes, atomic_write_json
@@ -42,6 +42,7 @@ class Pool:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     filtered: bool = False  # True once filter_pool has checked it against the labeled images
     hash_distance: int | None = None
+    min_inliers: int | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -118,16 +119,23 @@ def filter_pool(
     labeled_paths: Iterable[str | Path],
     hash_distance: int | None = DEFAULT_HASH_DISTANCE,
     *,
+    min_inliers: int | None = DEFAULT_MIN_INLIERS,
+    embed: Callable[[Sequence[Path]], np.ndarray] | None = None,
+    min_cosine: float = 0.95,
     cache: HashCache | None = None,
     progress: bool | None = None,
 ) -> Pool:
     """A new Pool without labeled images and near-duplicates of them; unreadable files skipped.
 
     Pass ALL labeled images (train, val and test). A pool image is excluded when its resolved
-    path is a labeled image, or its pHash is within `hash_distance` of a labeled image's
-    (None: compare paths only, decode nothing). Every remaining image is decoded once to hash
-    it; those that fail go to `skipped` with the reason. A labeled image that cannot be read is
-    a DataError (it could not be checked for twins).
+    path is a labeled image, or it is a near-duplicate of a labeled image (`duplicates`): a
+    pHash of it or its mirror or crops within `hash_distance` of one of the labeled image's,
+    or (`min_inliers`, None: off) at least that many matching keypoints under one rotation +
+    scale, or (when `embed`, paths -> [n, d] features, is given) a feature cosine >= `min_cosine`.
+    `hash_distance` None: compare paths only, decode nothing. Every remaining image is decoded
+    (reduced) to hash it; those that fail go to `skipped` with the reason. A labeled image that
+    cannot be read is a DataError (it could not be checked for twins). Each exclusion's reason
+    names the labeled image and the distance.
     """
     labeled = [Path(p) for p in labeled_paths]
     labeled_resolved = {p.resolve() for p in labeled}
@@ -140,31 +148,16 @@ def filter_pool(
             candidates.append(path)
     kept, skipped = candidates, list(pool.skipped)
     if hash_distance is not None and candidates:
-        kept, near, unreadable = _drop_near_duplicates(candidates, labeled, hash_distance, cache, progress, pool.name)
-        excluded += near
-        skipped += unreadable
+        matches, errors = match_near_duplicates(
+            candidates, labeled, hash_distance, min_inliers=min_inliers, embed=embed, min_cosine=min_cosine,
+            cache=cache, progress=progress, what=pool.name)
+        kept = [p for i, p in enumerate(candidates) if i not in matches and i not in errors]
+        excluded += [(candidates[i], f"{NEAR_DUPLICATE} {m.reason(labeled[m.labeled_index])}")
+                     for i, m in matches.items()]
+        skipped += [(candidates[i], e.reason) for i, e in errors.items()]
     return Pool(pool.name, pool.folder, kept, glob=pool.glob, excluded=sorted(excluded),
-                skipped=sorted(skipped), filtered=True, hash_distance=hash_distance)
-
-
-def _drop_near_duplicates(candidates, labeled, hash_distance, cache, progress, pool_name):
-    """(kept, excluded near-duplicates, skipped unreadable) among `candidates`."""
-    labeled_hashes, errors = hash_images(labeled, cache, progress, "hashing labeled images")
-    if errors:
-        raise problems_error("labeled images", "cannot check the pool for duplicates of unreadable images",
-                              [str(e) for e in errors.values()])
-    pool_hashes, pool_errors = hash_images(candidates, cache, progress, f"hashing pool {pool_name}")
-    readable = [i for i in range(len(candidates)) if i not in pool_errors]
-    query = np.array([pool_hashes[i] for i in readable], dtype=np.uint64)
-    distance, nearest = min_hash_distances(query, np.array(labeled_hashes, dtype=np.uint64))
-    kept, near = [], []
-    for k, i in enumerate(readable):
-        if distance[k] <= hash_distance:
-            near.append((candidates[i], f"{NEAR_DUPLICATE} {labeled[nearest[k]]} (phash distance {distance[k]})"))
-        else:
-            kept.append(candidates[i])
-    skipped = [(candidates[i], e.reason) for i, e in pool_errors.items()]
-    return kept, near, skipped
+                skipped=sorted(skipped), filtered=True, hash_distance=hash_distance,
+                min_inliers=min_inliers if hash_distance is not None else None)
 
 
 def labeled_folders(labeled_set: LabeledSet) -> list[Path]:
@@ -189,16 +182,20 @@ def write_pool_report(pools: Sequence[Pool], directory: str | Path, name: str = 
 
 
 def prepare_pools(pool_cfgs: Sequence[Mapping[str, Any]], labeled_paths: Iterable[str | Path],
-                  report_dir: str | Path, report_name: str = "pools") -> list[Pool]:
+                  report_dir: str | Path, report_name: str = "pools", **near_duplicates) -> list[Pool]:
     """Scan and filter every pool of an experiment (`[[pools]]` tables: name, path, glob) against
     ALL labeled images, drop files an earlier pool already holds (a folder given twice must not
-    double its images), write the report and print one line per pool."""
+    double its images), write the report and print one line per pool.
+
+    `near_duplicates`: keyword arguments of `filter_pool` (hash_distance, min_inliers, embed,
+    min_cosine, cache, progress)."""
     if not pool_cfgs:
         raise DataError("no unlabeled pools given ([[pools]] in the experiment, or --pool DIR)")
     labeled = list(labeled_paths)
     pools, taken = [], {}
     for cfg in pool_cfgs:
-        pool = filter_pool(scan_pool(cfg["path"], glob=cfg.get("glob"), name=cfg.get("name")), labeled)
+        pool = filter_pool(scan_pool(cfg["path"], glob=cfg.get("glob"), name=cfg.get("name")), labeled,
+                           **near_duplicates)
         kept = []
         for image in pool.images:
             first = taken.setdefault(Path(image).resolve(), pool.name)
@@ -222,6 +219,7 @@ def pool_summary(pool: Pool) -> dict:
         "glob": pool.glob,
         "filtered": pool.filtered,
         "hash_distance": pool.hash_distance,
+        "min_inliers": pool.min_inliers,
         "counts": pool.counts(),
         "excluded": [[str(p), r] for p, r in pool.excluded],
         "skipped": [[str(p), r] for p, r in pool.skipped],
