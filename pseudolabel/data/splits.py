@@ -78,24 +78,47 @@ def make_split(
     val_size: float = 0.15,
     seed: int = 0,
     *,
+    test_per_class: int | None = None,
+    val_per_class: int | None = None,
     hash_distance: int | None = DEFAULT_HASH_DISTANCE,
     cache: HashCache | None = None,
     progress: bool | None = None,
 ) -> Split:
-    """A stratified, deterministic train/val/test split (fractions of the whole labeled set).
+    """A stratified, deterministic train/val/test split.
 
+    Sizes are fractions of the whole labeled set (`test_size`, `val_size`), or, when
+    `test_per_class` is given, counts: that many test images of every class, and
+    `val_per_class` (default 0) validation images of every class; the rest trains. A class
+    with too few images for its counts plus one training image is a DataError.
     Stratified on class indices of `class_map` (default: identity). Near-duplicate labeled images
     (pHash distance <= `hash_distance`; None turns this off) are split as one unit, so no image
-    has a twin on the other side. The result depends only on the set of (image, label) rows, the
-    class map, the fractions and the seed -- not on the CSV's row order.
+    has a twin on the other side (with counts, a group may take a part one or two images over).
+    The result depends only on the set of (image, label) rows, the class map, the sizes and the
+    seed -- not on the CSV's row order.
     """
-    from sklearn.model_selection import train_test_split
-
     class_map = class_map or ClassMap.identity(labeled_set.raw_labels)
-    _check_fractions(test_size, val_size)
+    if val_per_class is not None and test_per_class is None:
+        raise DataError("val_per_class needs test_per_class (per-class counts replace both fractions)")
+    if test_per_class is None:
+        _check_fractions(test_size, val_size)
     items = sorted(labeled_set.items)
     labels = class_map.encode_many(label for _, label in items)
     unit_of = _split_units(labeled_set.root, items, hash_distance, cache, progress)
+    if test_per_class is None:
+        rest, val, test = _split_by_fractions(labeled_set, class_map, items, labels, unit_of,
+                                              test_size, val_size, seed)
+    else:
+        rest, val, test = _split_by_counts(labeled_set, class_map, labels, unit_of,
+                                           test_per_class, val_per_class or 0, seed)
+    part_of_unit = {u: "train" for u in rest} | {u: "val" for u in val} | {u: "test" for u in test}
+    split_items = [(image, label, part_of_unit[unit_of[i]]) for i, (image, label) in enumerate(items)]
+    return Split(labeled_set.root, split_items, class_map, source=None)
+
+
+def _split_by_fractions(labeled_set, class_map, items, labels, unit_of, test_size, val_size, seed):
+    """(train, val, test) units, by scikit-learn's stratified train_test_split."""
+    from sklearn.model_selection import train_test_split
+
     units = sorted(set(unit_of))
     unit_labels = labels[units]  # a unit is stratified by its first (lowest-sorted) image's class
     try:
@@ -109,9 +132,39 @@ def make_split(
         counts = labeled_set.class_counts(class_map)
         raise DataError(f"{labeled_set.source or 'labeled set'}: cannot split {len(items)} images "
                         f"(class counts {counts}) into test {test_size} / val {val_size}: {e}") from None
-    part_of_unit = {u: "train" for u in rest} | {u: "val" for u in val} | {u: "test" for u in test}
-    split_items = [(image, label, part_of_unit[unit_of[i]]) for i, (image, label) in enumerate(items)]
-    return Split(labeled_set.root, split_items, class_map, source=None)
+    return rest, val, test
+
+
+def _split_by_counts(labeled_set, class_map, labels, unit_of, test_per_class, val_per_class, seed):
+    """(train, val, test) units: per class, shuffled (seeded) units fill test, then val, to the counts."""
+    if test_per_class < 1 or val_per_class < 0:
+        raise DataError(f"per-class counts must be test >= 1 and val >= 0, got test {test_per_class}, "
+                        f"val {val_per_class}")
+    sizes = Counter(unit_of)
+    counts = labeled_set.class_counts(class_map)
+    short = {name: n for name, n in counts.items() if n < test_per_class + val_per_class + 1}
+    if short:
+        raise DataError(
+            f"{labeled_set.source or 'labeled set'}: too few images for {test_per_class} test + {val_per_class} val "
+            f"per class and at least 1 to train: " + ", ".join(f"class '{c}' has {n}" for c, n in short.items()))
+    rng = np.random.default_rng(seed)
+    rest, val, test = [], [], []
+    for index in range(class_map.num_classes):
+        units = sorted(u for u in sizes if labels[u] == index)
+        taken = {"test": 0, "val": 0}
+        for unit in rng.permutation(units).tolist():
+            if taken["test"] < test_per_class:
+                part, taken["test"] = test, taken["test"] + sizes[unit]
+            elif taken["val"] < val_per_class:
+                part, taken["val"] = val, taken["val"] + sizes[unit]
+            else:
+                part = rest
+            part.append(unit)
+        if not any(labels[u] == index for u in rest):
+            raise DataError(f"{labeled_set.source or 'labeled set'}: class '{class_map.names[index]}' has no image "
+                            f"left to train after {test_per_class} test + {val_per_class} val (near-duplicate "
+                            "groups count as one); lower the counts")
+    return rest, val, test
 
 
 def _check_fractions(test_size: float, val_size: float) -> None:
