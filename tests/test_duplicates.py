@@ -186,3 +186,36 @@ def test_prepare_pools_passes_near_duplicate_options(scenes, tmp_path):
     assert [p.name for p, _ in default.excluded] == ["mirrored.jpg"]
     (paths_only,) = D.prepare_pools(cfgs, labeled, tmp_path / "b", hash_distance=None)
     assert paths_only.excluded == [] and len(paths_only) == 13
+
+
+def whole_hash_distance(a: Image.Image, b: Image.Image) -> int:
+    return bin(D.image_signature(np.asarray(a)).whole_hash ^ D.image_signature(np.asarray(b)).whole_hash).count("1")
+
+
+def test_weak_hash_match_of_another_picture_is_refuted_by_keypoints(scenes):
+    from PIL import ImageFilter
+
+    labeled = D.read_labels_csv(scenes / "labels.csv")
+    source = Image.open(scenes / "Labeled" / "s_3.jpg").convert("RGB")
+    # another picture with the labeled one's coarse layout: its blur, another scene's detail, a ramp
+    other = scene(50)
+    detail = np.asarray(other, dtype=float) - np.asarray(other.filter(ImageFilter.GaussianBlur(6)), dtype=float)
+    yy, xx = np.mgrid[0:224, 0:224] / 224
+    ramp = 70 * np.sin(2 * np.pi * (1.5 * xx + 0.5 * yy))[..., None]
+    lookalike = np.asarray(source.filter(ImageFilter.GaussianBlur(6)), dtype=float) + 1.5 * detail + ramp
+    Image.fromarray(np.clip(lookalike, 0, 255).astype(np.uint8)).save(scenes / "Pool" / "lookalike.png")
+    assert 5 <= whole_hash_distance(source, Image.open(scenes / "Pool" / "lookalike.png")) <= 8  # a weak match
+    hashes_only = D.filter_pool(D.scan_pool(scenes / "Pool"), labeled.paths, min_inliers=None)
+    assert [p.name for p, _ in hashes_only.excluded] == ["lookalike.png"]
+    checked = D.filter_pool(D.scan_pool(scenes / "Pool"), labeled.paths)
+    assert checked.excluded == [] and len(checked) == 13
+
+
+def test_weak_hash_match_of_a_copy_is_confirmed_by_keypoints(scenes):
+    labeled = D.read_labels_csv(scenes / "labels.csv")
+    source = Image.open(scenes / "Labeled" / "s_3.jpg").convert("RGB")
+    source.rotate(2, resample=Image.Resampling.BICUBIC).save(scenes / "Pool" / "rotated2.png")
+    assert 5 <= whole_hash_distance(source, Image.open(scenes / "Pool" / "rotated2.png")) <= 8
+    reasons = excluded_reasons(D.filter_pool(D.scan_pool(scenes / "Pool"), labeled.paths))
+    assert set(reasons) == {"rotated2.png"}
+    assert re.search(r"s_3\.jpg \(phash distance [5-8], confirmed by \d+ keypoint inliers", reasons["rotated2.png"])

@@ -28,11 +28,12 @@ Every public name of the submodules is re-exported here: `from pseudolabel.data 
 """
 
 from pseudolabel.data.classes import CLASS_MAPS, HOUSE_ROOMS_CLASSES, ClassMap, resolve_class_map
-from pseudolabel.data.duplicates import (DEFAULT_HASH_DISTANCE, DEFAULT_MIN_INLIERS, SIGNATURE_SIDE,
-                                         SIGNATURE_VERSION, VIEWS, HashCache, ImageSignature, NearDuplicate,
-                                         feature_near_duplicates, find_near_duplicates, geometric_candidates,
-                                         hash_images, image_signature, image_views, keypoints, match_keypoints,
-                                         match_near_duplicates, min_hash_distances, read_signature_image)
+from pseudolabel.data.duplicates import (DEFAULT_HASH_DISTANCE, DEFAULT_MIN_INLIERS, MIN_KEYPOINTS_TO_REFUTE,
+                                         SIGNATURE_SIDE, SIGNATURE_VERSION, VIEWS, HashCache, ImageSignature,
+                                         NearDuplicate, feature_near_duplicates, find_near_duplicates,
+                                         geometric_candidates, hash_images, image_signature, image_views, keypoints,
+                                         match_keypoints, match_near_duplicates, min_hash_distances,
+                                         read_signature_image)
 from pseudolabel.data.errors import DataError, DataWarning, problems_error
 from pseudolabel.data.labels import (LabeledSet, check_rows, format_problems, read_csv_rows, read_labels_csv,
                                      write_labels_csv)
@@ -54,7 +55,8 @@ __all__ = [
     "labels_from_letters", "HOUSE_ROOMS_LETTER_FIXES",
     # duplicates
     "HashCache", "find_near_duplicates", "hash_images", "min_hash_distances", "DEFAULT_HASH_DISTANCE",
-    "DEFAULT_MIN_INLIERS", "SIGNATURE_SIDE", "SIGNATURE_VERSION", "VIEWS", "ImageSignature", "NearDuplicate",
+    "DEFAULT_MIN_INLIERS", "MIN_KEYPOINTS_TO_REFUTE", "SIGNATURE_SIDE", "SIGNATURE_VERSION", "VIEWS",
+    "ImageSignature", "NearDuplicate",
     "feature_near_duplicates", "geometric_candidates", "image_signature", "image_views", "keypoints",
     "match_keypoints", "match_near_duplicates", "read_signature_image",
     # splits

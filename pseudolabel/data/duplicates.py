@@ -9,7 +9,8 @@ mirror, and the four 80% corner crops. A pool image is a near-duplicate of a lab
    labeled image (whole, centre or corner crop). This catches re-encoded, resized, recoloured,
    mirrored and 80%-cropped copies. Views must agree more closely than whole images: on House
    Rooms, other photos of the same room reach 6-8 bits between a mirror or crop view and the
-   labeled image, copies 0-2; or
+   labeled image, copies 0-2. A weak whole-image match (over half the distance) must also be
+   confirmed by keypoints (2.) when both images have enough keypoints to tell; or
 2. geometry: for its 3 most similar labeled images (cosine of the DCT descriptors), ORB keypoints
    of the pool image (or its mirror) match the labeled image's under one rotation + scale +
    shift with at least `min_inliers` RANSAC inliers (OpenCV). This catches rotated and
@@ -55,6 +56,11 @@ DEFAULT_HASH_DISTANCE = 8
 # the same (symmetric) room reached 47, a letterboxed image 26, most fewer than 10. A missed copy
 # leaks a test image, a false match costs one pool image: the threshold sits under the copies.
 DEFAULT_MIN_INLIERS = 40
+
+# A whole-image pHash match weaker than half the hash distance (5-8 bits by default) is checked by
+# keypoints and dropped when both images have at least this many keypoints but few agree. On House
+# Rooms the only such matches were distinct pictures (BENCHMARKS.md); copies have hundreds of inliers.
+MIN_KEYPOINTS_TO_REFUTE = 150
 
 # Images are decoded for signatures and keypoints at most this many pixels on the longer side.
 SIGNATURE_SIDE = 256
@@ -230,6 +236,7 @@ class NearDuplicate:
     labeled_index: int
     method: str  # "phash", "keypoints" or "features"
     detail: str  # the distance, for the report
+    distance: float = 0.0  # pHash bits, keypoint inliers or feature cosine (by method)
 
     def reason(self, labeled_path) -> str:
         return f"{labeled_path} ({self.detail})"
@@ -261,9 +268,19 @@ def match_near_duplicates(
     readable = [i for i in range(len(candidates)) if i not in pool_errors]
     matches = _hash_matches(readable, pool_sigs, labeled_sigs, hash_distance)
     if min_inliers is not None:
+        checker = _KeypointChecker(candidates, labeled, min_inliers)
+        weak = [i for i, m in matches.items() if m.distance > hash_distance // 2]
+        for i, verdict in zip(weak, _parallel(lambda i: checker.confirm(i, matches[i]), weak, progress,
+                                              f"confirming weak hash matches of pool {what}")):
+            if verdict is None:
+                del matches[i]  # plenty of keypoints, none agreeing: another picture
+            else:
+                matches[i] = verdict
         rest = [i for i in readable if i not in matches]
-        matches.update(_keypoint_matches(rest, candidates, pool_sigs, labeled, labeled_sigs, min_inliers,
-                                         progress, what))
+        shortlist = geometric_candidates([pool_sigs[i] for i in rest], labeled_sigs)
+        found = _parallel(lambda n: checker.search(rest[n], shortlist[n]), range(len(rest)), progress,
+                          f"checking pool {what} by keypoints")
+        matches.update({rest[n]: m for n, m in enumerate(found) if m is not None})
     if embed is not None:
         rest = [i for i in readable if i not in matches]
         if rest:
@@ -283,11 +300,11 @@ def _hash_matches(readable, pool_sigs, labeled_sigs, hash_distance) -> dict[int,
     out = {}
     for k, i in enumerate(readable):
         if whole[k] <= hash_distance:
-            out[i] = NearDuplicate(int(whole_nearest[k]), "phash", f"phash distance {whole[k]}")
+            out[i] = NearDuplicate(int(whole_nearest[k]), "phash", f"phash distance {whole[k]}", int(whole[k]))
         elif views[k] <= hash_distance // 2:
             j = int(views_nearest[k])
             out[i] = NearDuplicate(j, "phash", f"phash distance {views[k]}"
-                                   + _views_note(pool_sigs[i], labeled_sigs[j], views[k]))
+                                   + _views_note(pool_sigs[i], labeled_sigs[j], views[k]), int(views[k]))
     return out
 
 
@@ -317,40 +334,56 @@ def geometric_candidates(pool_sigs: Sequence[ImageSignature], labeled_sigs: Sequ
     return out
 
 
-def _keypoint_matches(indices, candidates, pool_sigs, labeled, labeled_sigs, min_inliers, progress, what):
-    """Keypoint-verified near-duplicates among candidates[indices] (see the module docstring)."""
-    shortlist = geometric_candidates([pool_sigs[i] for i in indices], labeled_sigs)
-    labeled_keypoints: dict[int, tuple] = {}
+class _KeypointChecker:
+    """ORB keypoint matching of pool images against labeled ones (keypoints of labeled images
+    computed once, when first needed; two threads may compute one twice, which is harmless)."""
 
-    def labeled_features(j):
-        # Two threads may compute the same entry once each: harmless, and no lock held while decoding.
-        if j not in labeled_keypoints:
-            labeled_keypoints.setdefault(j, keypoints(read_signature_image(labeled[j])))
-        return labeled_keypoints[j]
+    def __init__(self, candidates, labeled, min_inliers):
+        self.candidates, self.labeled, self.min_inliers = candidates, labeled, min_inliers
+        self._labeled_keypoints: dict[int, tuple] = {}
 
-    def one(n):
-        if not shortlist[n]:
-            return None
+    def _labeled(self, j):
+        if j not in self._labeled_keypoints:
+            self._labeled_keypoints.setdefault(j, keypoints(read_signature_image(self.labeled[j])))
+        return self._labeled_keypoints[j]
+
+    def _best(self, i, shortlist):
+        """(labeled index, (inliers, angle, scale), mirrored, fewest keypoints of a pair) or None."""
         try:
-            pixels = read_signature_image(candidates[indices[n]])
+            pixels = read_signature_image(self.candidates[i])
         except ImageError:
-            return None  # read before; a file changed since is kept (it was checked by hash)
+            return None  # read before; a file changed since is left as the hashes judged it
         own = (keypoints(pixels), keypoints(pixels[:, ::-1]))
         best = None
-        for j in shortlist[n]:
+        for j in shortlist:
+            theirs = self._labeled(j)
             for mirrored, features in enumerate(own):
-                found = match_keypoints(features, labeled_features(j))
-                if found and (best is None or found[0] > best[1][0]):
-                    best = (j, found, mirrored)
-        if best is None or best[1][0] < min_inliers:
-            return None
-        j, (inliers, angle, scale), mirrored = best
-        detail = (f"{inliers} keypoint inliers{', mirrored' if mirrored else ''}, rotation {angle:+.1f} deg, "
-                  f"scale {scale:.2f}")
-        return NearDuplicate(j, "keypoints", detail)
+                found = match_keypoints(features, theirs) or (0, 0.0, 1.0)
+                fewest = min(len(features[0]), len(theirs[0]))
+                if best is None or found[0] > best[1][0]:
+                    best = (j, found, mirrored, fewest)
+        return best
 
-    results = _parallel(one, range(len(indices)), progress, f"checking pool {what} by keypoints")
-    return {indices[n]: r for n, r in enumerate(results) if r is not None}
+    def _near_duplicate(self, best, prefix: str = "") -> NearDuplicate:
+        j, (inliers, angle, scale), mirrored, _ = best
+        detail = (f"{prefix}{inliers} keypoint inliers{', mirrored' if mirrored else ''}, "
+                  f"rotation {angle:+.1f} deg, scale {scale:.2f}")
+        return NearDuplicate(j, "keypoints", detail, inliers)
+
+    def search(self, i, shortlist) -> NearDuplicate | None:
+        """The best of `shortlist` if it has min_inliers keypoint inliers."""
+        best = self._best(i, shortlist) if shortlist else None
+        return self._near_duplicate(best) if best and best[1][0] >= self.min_inliers else None
+
+    def confirm(self, i, match: NearDuplicate) -> NearDuplicate | None:
+        """A weak hash match, checked by keypoints: confirmed (with the inliers), kept as it is when
+        there are too few keypoints to tell, or None (refuted: plenty of keypoints, few agree)."""
+        best = self._best(i, [match.labeled_index])
+        if best is None or best[3] < MIN_KEYPOINTS_TO_REFUTE:
+            return match
+        if best[1][0] >= self.min_inliers:
+            return self._near_duplicate(best, prefix=f"{match.detail}, confirmed by ")
+        return None
 
 
 def keypoints(pixels: np.ndarray):
@@ -403,7 +436,7 @@ def feature_near_duplicates(pool_features: np.ndarray, labeled_features: np.ndar
     similarity = unit(pool_features) @ unit(labeled_features).T
     nearest = similarity.argmax(axis=1)
     best = similarity[np.arange(len(similarity)), nearest]
-    return {int(i): NearDuplicate(int(nearest[i]), "features", f"feature cosine {best[i]:.3f}")
+    return {int(i): NearDuplicate(int(nearest[i]), "features", f"feature cosine {best[i]:.3f}", float(best[i]))
             for i in np.nonzero(best >= min_cosine)[0]}
 
 
