@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-BENCHES = ["bench_pipeline.py", "bench_tutorial.py", "bench_scale.py", "profile_student.py", "bench_teacher.py"]
+BENCHES = ["bench_pipeline.py", "bench_tutorial.py", "bench_scale.py", "profile_student.py", "bench_teacher.py",
+           "bench_near_duplicates.py"]
 sys.path.insert(0, str(SCRIPTS))
 
 import _bench_common as bc  # noqa: E402
@@ -54,10 +55,12 @@ def test_help(script):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["bench_pipeline.py", "bench_tutorial.py", "bench_scale.py", "profile_student.py"])
+@pytest.mark.parametrize("script", ["bench_pipeline.py", "bench_tutorial.py", "bench_scale.py", "profile_student.py",
+                                    "bench_near_duplicates.py"])
 def test_quick_run(script, house_rooms, tmp_path):
     report = tmp_path / "bench.md"
-    extra = ["--pool-dir", str(tmp_path / "pool")] if script == "bench_scale.py" else []
+    extra = {"bench_scale.py": ["--pool-dir", str(tmp_path / "pool")],
+             "bench_near_duplicates.py": ["--sheet", str(tmp_path / "sheet.png")]}.get(script, [])
     subprocess.run([sys.executable, str(SCRIPTS / script), "--quick", "--data", str(house_rooms), "--out", str(report),
                     *extra], check=True)
     text = report.read_text()
