@@ -172,10 +172,14 @@ class TrainingRun:
     def recorded_change(self) -> str | None:
         """What differs between this run and the one its directory recorded, in one phrase."""
         if self.file(PROVENANCE_JSON).exists():
-            recorded = read_json(self.file(PROVENANCE_JSON)).get("split_hash")
+            provenance = read_json(self.file(PROVENANCE_JSON))
+            recorded = provenance.get("split_hash")
             if recorded is not None and recorded != self.task.split.hash:
                 return (f"was started on split sha256 {recorded[:12]}..., the split given now is "
                         f"{self.task.split.hash[:12]}...")
+            classes = (provenance.get("data") or {}).get("classes")
+            if classes is not None and classes != self.task.class_map.to_config():
+                return f"was started with classes {classes}, the task's are {self.task.class_map.to_config()}"
         if self.file(CONFIG_JSON).exists():
             changed = config_changes(read_json(self.file(CONFIG_JSON)), self.resolved_config(),
                                      self.config_defaults())
@@ -207,7 +211,8 @@ class TrainingRun:
             return self.train_and_evaluate(started)
 
     def train_and_evaluate(self, started: float) -> dict:
-        RunDir.create(self.path, self.resolved_config(), seed=self.seed, split_hash=self.task.split.hash)
+        RunDir.create(self.path, self.resolved_config(), seed=self.seed, split_hash=self.task.split.hash,
+                      data=self.task.describe())
         import keras
 
         keras.utils.set_random_seed(self.seed)

@@ -108,9 +108,7 @@ def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy
 def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) -> Path:
     """The round's pseudo-label table by the `teacher` run's model; reused when it was made from
     the same model and pools."""
-    import keras
-
-    from pseudolabel.pseudolabels import label_pools
+    from pseudolabel.pseudolabels import label_pools, load_classifier
 
     from pseudolabel.pseudolabels import table_problems
 
@@ -118,7 +116,7 @@ def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) ->
     if not table_problems(table) and origin_file.exists() and read_json(origin_file) == _json(origin):
         print(f"pseudo-labels: finished earlier ({table})")
         return table
-    model = keras.models.load_model(teacher.file("model.keras"))
+    model, _, _ = load_classifier(teacher.path, [str(c) for c in task.class_map.names])
     label_pools(model, pools, image_size=teacher.image_size, batch_size=pseudo.batch_size,
                 tta=pseudo.tta, class_names=task.class_map.names, out_path=table)
     atomic_write_json(origin_file, origin)

@@ -333,7 +333,10 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, path: str | Path, config: dict, *, seed: int, split_hash: str | None) -> "RunDir":
+    def create(cls, path: str | Path, config: dict, *, seed: int, split_hash: str | None,
+               data: dict | None = None) -> "RunDir":
+        """Make (or reopen) the directory; provenance.json once: split hash, seed, versions, command,
+        and `data` (where the run's images are: root, labels CSV, split, classes)."""
         run = cls(path)
         run.path.mkdir(parents=True, exist_ok=True)
         if run.exists("provenance.json"):
@@ -347,6 +350,7 @@ class RunDir:
             atomic_write_json(run.file("provenance.json"), {
                 "split_hash": split_hash,
                 "seed": seed,
+                "data": data,
                 "versions": package_versions(),
                 "command": sys.argv,
                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -287,18 +287,6 @@ def test_read_split_checks_rows(synthetic_root, tmp_path):
     assert "line 4: Labeled/missing.jpg: no such file" in message
 
 
-def test_check_split_hash():
-    D.check_split_hash("abc", "abc")
-    D.check_split_hash(None, "abc")  # nothing recorded yet
-    with pytest.raises(D.DataError, match=r"refusing to evaluate on a different split.*--allow-split-change"):
-        D.check_split_hash("a" * 64, "b" * 64)
-    with pytest.warns(D.DataWarning, match="split changed"):
-        D.check_split_hash("a" * 64, "b" * 64, allow_change=True)
-
-
-# --- pools ------------------------------------------------------------------------------------
-
-
 def test_scan_pool_recursive_extensions_glob(synthetic_root):
     pool_dir = synthetic_root / "Pool"
     (pool_dir / "sub").mkdir()

@@ -128,3 +128,14 @@ def test_a_split_without_validation_is_refused_in_one_line_before_training(tmp_p
     with pytest.raises(data.DataError, match="no validation images; the teacher selects its epochs on them"):
         train_teacher(recipe, data.Task(task.root, task.class_map, no_val, task.labeled), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_finished_run_is_not_reported_for_other_classes(tmp_path, task, recipe):
+    from pseudolabel.teacher import train_teacher
+
+    run_dir = tmp_path / "run"
+    train_teacher(recipe, task, run_dir, verbose=0)
+    other = data.ClassMap.from_config({"names": ["old", "modern"], "map": {"M": "modern", "O": "old"},
+                                       "positive": "old"})
+    with pytest.raises(RunChangedError, match="was started with classes"):
+        train_teacher(recipe, data.Task(task.root, other, task.split, task.labeled), run_dir, verbose=0)

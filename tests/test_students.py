@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import types
 
 import keras
 import numpy as np
@@ -131,12 +130,12 @@ def test_wrapper_saves_and_reloads():
 
 
 def make_task(root):
-    from pseudolabel.data import ClassMap, make_split, read_labels_csv
+    from pseudolabel.data import ClassMap, Task, make_split, read_labels_csv
 
     class_map = ClassMap(["M", "O"], {"M": "M", "O": "O"}, positive="M")
     labeled = read_labels_csv(root / "labels.csv", class_map=class_map)
     split = make_split(labeled, class_map, test_size=0.25, val_size=0.2, seed=0, hash_distance=None)
-    return types.SimpleNamespace(root=root, class_map=class_map, split=split, labeled=labeled)
+    return Task(root, class_map, split, labeled)
 
 
 def student_recipe(**train):

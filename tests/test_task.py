@@ -1,14 +1,13 @@
 import pytest
 
-from pseudolabel.data import DataError, DataWarning, make_split, read_labels_csv, resolve_class_map, write_split
+from pseudolabel.data import DataWarning, make_split, read_labels_csv, resolve_class_map, write_split
 from pseudolabel.data import load_task
 
 CLASSES = {"names": ["old", "modern"], "map": {"M": "modern", "O": "old"}, "positive": "modern"}
 
 
 def _cfg(root, **kw):
-    return {"root": str(root), "labels": str(root / "labels.csv"), "split": None, "classes": CLASSES,
-            "allow_split_change": False, **kw}
+    return {"root": str(root), "labels": str(root / "labels.csv"), "split": None, "classes": CLASSES, **kw}
 
 
 def test_load_task_reads_the_fixed_split(synthetic_root):
@@ -19,9 +18,8 @@ def test_load_task_reads_the_fixed_split(synthetic_root):
     assert task.split.hash == split.hash
     assert task.class_map.positive_index == 1
     assert len(task.labeled) == 40
-    task.check_split(split.hash)
-    with pytest.raises(DataError, match="different split"):
-        task.check_split("0" * 64)
+    assert task.describe() == {"root": str(synthetic_root), "labels": str(synthetic_root / "labels.csv"),
+                               "split": str(synthetic_root / "split.csv"), "classes": class_map.to_config()}
 
 
 def test_load_task_without_split_warns_and_splits(synthetic_root):

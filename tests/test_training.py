@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,21 +41,11 @@ feature_views = 2
 """
 
 
-@dataclass
-class Task:
-    """What `data.load_task` returns (root, class_map, split, labeled), built by hand here."""
-
-    root: Path
-    class_map: data.ClassMap
-    split: data.Split
-    labeled: data.LabeledSet
-
-
-def make_task(root: Path) -> Task:
+def make_task(root: Path) -> data.Task:
     class_map = data.ClassMap.from_config(CLASS_MAP)
     labeled = data.read_labels_csv(root / "labels.csv", class_map=class_map)
     split = data.make_split(labeled, class_map, test_size=0.25, val_size=0.2, seed=0, hash_distance=None)
-    return Task(root, class_map, split, labeled)
+    return data.Task(root, class_map, split, labeled)
 
 
 def write_recipe(path: Path, phase1: int = 4, phase2: int = 2) -> Path:

@@ -4,6 +4,7 @@ import base64
 import csv
 import io
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,9 +32,11 @@ def write_table(path, images, probs):
             writer.writerow([image, "Pool", "0" * 64, *p, p[k], CLASSES[k]])
 
 
-def make_run(path, test_images, y, p_modern, *, table=None, history=True):
-    """An evaluated run directory; `table` = (pool images, probs) makes it a student round."""
-    run = RunDir.create(path, {"model": {"backbone": "tiny_cnn"}}, seed=7, split_hash="h")
+def make_run(path, test_images, y, p_modern, *, table=None, history=True, root=None):
+    """An evaluated run directory; `table` = (pool images, probs) makes it a student round; `root`:
+    the data root it records (as every run of the lifecycle does)."""
+    data = {"root": str(root), "labels": str(root / "labels.csv")} if root else None
+    run = RunDir.create(path, {"model": {"backbone": "tiny_cnn"}}, seed=7, split_hash="h", data=data)
     probs = np.stack([1 - np.asarray(p_modern), p_modern], axis=1)
     ev.write_predictions(run.file("test_predictions.csv"), test_images, y, probs, CLASSES)
     run.write_metrics({"kind": "student" if table else "teacher", "n_images": {"train": 20, "val": 8, "test": len(y)},
@@ -60,10 +63,12 @@ def experiment_runs(tmp_path):
     round2 = round1.copy()
     round2[1] = [0.3, 0.7]                                # img_2 flips old -> modern
     runs = tmp_path / "runs"
-    teacher = make_run(runs / "round0_teacher", test_images, y, p_teacher)
-    r1 = make_run(runs / "round1_tiny_cnn", test_images, y, np.where(y == 1, 0.7, 0.3), table=(pool, round1))
-    r2 = make_run(runs / "round2_tiny_cnn", test_images, y, np.where(y == 1, 0.9, 0.1), table=(pool, round2))
-    probe = make_run(runs / "probe", test_images, y, np.where(y == 1, 0.6, 0.4), history=False)
+    teacher = make_run(runs / "round0_teacher", test_images, y, p_teacher, root=root)
+    r1 = make_run(runs / "round1_tiny_cnn", test_images, y, np.where(y == 1, 0.7, 0.3), table=(pool, round1),
+                  root=root)
+    r2 = make_run(runs / "round2_tiny_cnn", test_images, y, np.where(y == 1, 0.9, 0.1), table=(pool, round2),
+                  root=root)
+    probe = make_run(runs / "probe", test_images, y, np.where(y == 1, 0.6, 0.4), history=False, root=root)
     return root, [teacher, r1, r2, probe]
 
 
@@ -82,7 +87,7 @@ def test_compare_runs_writes_a_self_contained_visual_report(experiment_runs, tmp
         with Image.open(io.BytesIO(base64.b64decode(encoded))) as thumb:
             assert thumb.format == "JPEG" and max(thumb.size) <= 96
     parts = sections(page)
-    assert str(root) in parts["Runs"]                 # the data root was found from the pool paths
+    assert str(root) in parts["Runs"]                 # the data root the runs recorded
     assert "Flipped since round1_tiny_cnn: 1 image<" in parts["Pseudo-labels per round"]
     assert "old 0.60 &rarr; modern 0.70" in parts["Pseudo-labels per round"]
     assert "The first round: nothing to compare with." in parts["Pseudo-labels per round"]
@@ -152,23 +157,24 @@ def test_a_failing_section_becomes_a_note(experiment_runs, monkeypatch):
     assert "Misclassified" in parts["Test errors"]
 
 
-def test_find_experiment_and_data_root_of_a_demo_layout(tmp_path):
+def test_a_run_records_where_its_images_are(tmp_path):
+    from pseudolabel.config import load_experiment
+    from pseudolabel.data import load_task
     from pseudolabel.demo import write_demo
+    from pseudolabel.probe import run_probe
 
-    experiment = write_demo(tmp_path / "demo", n_labeled=12, n_unlabeled=4, epochs=1)
-    run = tmp_path / "demo" / "runs" / "round0_teacher"
-    make_run(run, ["Labeled/img_1.jpg", "Labeled/img_2.jpg"], np.array([1, 0]), np.array([0.9, 0.2]))
-    found = runinfo.find_experiment(run)
-    assert found is not None and found["experiment_path"] == str(experiment.resolve())
-    assert runinfo.find_image_root([run]) == (tmp_path / "demo" / "data").resolve()
+    experiment = load_experiment(write_demo(tmp_path / "demo", n_labeled=24, n_unlabeled=4, epochs=1))
+    run = tmp_path / "probe"
+    run_probe(load_task(experiment.data.as_task_config()), run, backbone="tiny_cnn", image_size=32, weights=None,
+              cv=2, verbose=0)
     context = runinfo.run_context(run)
-    assert context.labels_csv == (tmp_path / "demo" / "data" / "labels.csv").resolve()
-    # A run outside any experiment: no experiment, and the root only when told.
-    lone = make_run(tmp_path / "elsewhere" / "run", ["Labeled/img_1.jpg", "Labeled/img_2.jpg"], np.array([1, 0]),
-                    np.array([0.9, 0.2]))
-    assert runinfo.find_experiment(lone) is None
-    assert runinfo.find_image_root([lone]) is None
-    assert runinfo.find_image_root([lone], explicit=tmp_path / "demo" / "data") == (tmp_path / "demo" / "data").resolve()
+    assert context.image_root == Path(experiment.data.root)
+    assert context.labels_csv == Path(experiment.data.labels)
+    assert context.classes["names"] == ["old", "modern"]
+    assert runinfo.find_image_root([run], explicit=tmp_path) == tmp_path.resolve()
+    # A run that recorded no data (an older version): the root only when told.
+    lone = make_run(tmp_path / "elsewhere" / "run", ["Labeled/img_1.jpg"], np.array([1]), np.array([0.9]))
+    assert runinfo.find_image_root([lone]) is None and runinfo.run_context(lone).labels_csv is None
 
 
 def test_thumbnails(tmp_path):
@@ -216,20 +222,3 @@ def test_compare_cli_image_root_option(tmp_path):
         errors = sections((out / "visual.html").read_text())["Test errors"]
         assert errors.count("data:image/jpeg") == (2 if found else 0)   # img_1 and img_4 are wrong
         assert errors.count('class="missing"') == (0 if found else 2)
-
-
-def test_find_experiment_of_a_run_with_output_flag(tmp_path):
-    import json
-
-    from pseudolabel.demo import write_demo
-
-    experiment = write_demo(tmp_path / "checkout" / "demo", n_labeled=12, n_unlabeled=4, epochs=1)
-    run = tmp_path / "elsewhere" / "round0_teacher"
-    make_run(run, ["Labeled/img_1.jpg", "Labeled/img_2.jpg"], np.array([1, 0]), np.array([0.9, 0.2]))
-    provenance = json.loads((run / "provenance.json").read_text())
-    main_py = str(tmp_path / "checkout" / "pseudolabel" / "__main__.py")
-    for command, found in (([main_py, "run", "demo/experiment.toml", "--output", str(run.parent)], True),
-                           ([main_py, "run", "demo/experiment.toml", "--output", str(tmp_path / "other")], False)):
-        (run / "provenance.json").write_text(json.dumps({**provenance, "command": command}))
-        result = runinfo.find_experiment(run)
-        assert (result is not None and result["experiment_path"] == str(experiment.resolve())) == found

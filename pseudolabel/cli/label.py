@@ -67,9 +67,8 @@ def label(model_path, experiment, root, labels, split, classes, pools, glob, tta
     # Locked from the start, so a second `label` on the same --out is refused before any work.
     with RunLock.for_file(part_path(out, *shard) if shard else out):
         task = load_task(data_cfg.as_task_config())
-        model, model_file, recorded = load_classifier(model_path)
         class_names = [str(c) for c in task.class_map.names]
-        _check_model_classes(model, model_file, class_names, recorded)
+        model, _, _ = load_classifier(model_path, class_names)
 
         filtered = prepare_pools([p.model_dump() for p in pool_cfgs], task.labeled.paths, out.parent,
                                  report_name=f"{out.stem}.pools")
@@ -179,17 +178,6 @@ def _pool_configs(experiment, pools, glob) -> list:
     if not configured:
         raise click.UsageError("give --pool DIR (or an --experiment with [[pools]])")
     return [p.model_copy(update={"glob": glob or p.glob}) for p in configured]
-
-
-def _check_model_classes(model, model_file: Path, class_names: list[str], recorded: list[str] | None) -> None:
-    """The teacher must predict the task's classes (count, and names when its run recorded them)."""
-    outputs = int(model.output_shape[-1])
-    if outputs != len(class_names):
-        raise click.ClickException(f"{model_file}: the model predicts {outputs} classes, the task has "
-                                   f"{len(class_names)} ({', '.join(class_names)})")
-    if recorded and list(recorded) != class_names:
-        raise click.ClickException(f"{model_file}: the model was trained on classes {recorded}, "
-                                   f"the task's are {class_names}")
 
 
 @click.command()

@@ -15,9 +15,9 @@ from pseudolabel.cli.common import fail_cleanly
               help="Address to listen on (0.0.0.0 makes the page reachable from other machines).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @click.option("--labels", "labels_csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Labels CSV the 'label next' answers are appended to [default: the experiment's data.labels].")
+              help="Labels CSV the 'label next' answers are appended to [default: the labels CSV the run recorded].")
 @click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Data root the run's image names are relative to [default: found from the experiment].")
+              help="Data root the run's image names are relative to [default: the data root the run recorded].")
 @click.option("--pool", "pools", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Folder of unlabeled images to offer for labeling (repeatable) [default: the run's pools].")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -10,8 +10,8 @@ TensorFlow. Pixels are only touched through `pseudolabel.images`.
 - A `ClassMap` (`classes`) turns raw labels (`M`, `O`, `N`) into class names and indices. The
   default House Rooms task is Modern vs not-Modern (`HOUSE_ROOMS_CLASSES`).
 - A split (`splits`) is fixed once and kept as a file: `image,label,split`, sorted by image,
-  written by `write_split`. Its sha256 (`Split.hash`) is what runs record; `check_split_hash`
-  refuses to compare results across different splits. Near-duplicate labeled images
+  written by `write_split`. Its sha256 (`Split.hash`) is what runs record; a run refuses to
+  continue or report on another split (`lifecycle`). Near-duplicate labeled images
   (`duplicates`; the House Rooms data has several) are kept in the same part, so a test image
   never has a twin in training.
 - An unlabeled pool (`pools`) is a folder scanned recursively (`scan_pool`), then `filter_pool`
@@ -40,7 +40,7 @@ from pseudolabel.data.labels import (LabeledSet, check_rows, format_problems, re
 from pseudolabel.data.letters import HOUSE_ROOMS_LETTER_FIXES, labels_from_letters
 from pseudolabel.data.pools import (IN_EARLIER_POOL, LABELED, NEAR_DUPLICATE, Pool, filter_pool, labeled_folders,
                                     pool_summary, prepare_pools, scan_pool, write_pool_report)
-from pseudolabel.data.splits import SPLIT_NAMES, Split, check_split_hash, make_split, read_split, write_split
+from pseudolabel.data.splits import SPLIT_NAMES, Split, make_split, read_split, write_split
 from pseudolabel.data.summary import summarize
 from pseudolabel.data.task import Task, load_task
 
@@ -60,7 +60,7 @@ __all__ = [
     "feature_near_duplicates", "geometric_candidates", "image_signature", "image_views", "keypoints",
     "match_keypoints", "match_near_duplicates", "read_signature_image",
     # splits
-    "Split", "make_split", "read_split", "write_split", "check_split_hash", "SPLIT_NAMES",
+    "Split", "make_split", "read_split", "write_split", "SPLIT_NAMES",
     # pools
     "Pool", "scan_pool", "filter_pool", "prepare_pools", "write_pool_report", "pool_summary", "labeled_folders",
     "LABELED", "NEAR_DUPLICATE", "IN_EARLIER_POOL",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 
 from pseudolabel.data.classes import ClassMap
 from pseudolabel.data.duplicates import DEFAULT_HASH_DISTANCE, HashCache, find_near_duplicates
-from pseudolabel.data.errors import DataError, DataWarning, problems_error
+from pseudolabel.data.errors import DataError, problems_error
 from pseudolabel.data.labels import LabeledSet, check_rows, format_problems, read_csv_rows
 from pseudolabel.rundir import atomic_write_bytes
 
@@ -214,19 +213,3 @@ def read_split(
     split_items = [(image, label, part_at[line]) for line, image, label in items]
     class_map = class_map or ClassMap.identity(label for _, label, _ in split_items)
     return Split(root, split_items, class_map, source=path)
-
-
-def check_split_hash(expected: str | None, actual: str, allow_change: bool = False) -> None:
-    """Refuse (DataError) to evaluate a run on a split other than the one it recorded.
-
-    `expected` None (nothing recorded) passes. With `allow_change`, a mismatch only warns.
-    """
-    if expected is None or expected == actual:
-        return
-    message = (f"refusing to evaluate on a different split: the run recorded split sha256 {expected[:12]}..., "
-               f"the split given now is {actual[:12]}...; results on different test images are not "
-               f"comparable. Pass --allow-split-change (allow_change=True) to evaluate anyway")
-    if not allow_change:
-        raise DataError(message)
-    warnings.warn(DataWarning(f"split changed: recorded {expected[:12]}..., now {actual[:12]}... "
-                              "(allowed by --allow-split-change)"), stacklevel=2)

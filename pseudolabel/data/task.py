@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from pseudolabel.data.classes import ClassMap, resolve_class_map
 from pseudolabel.data.errors import DataError, DataWarning
 from pseudolabel.data.labels import LabeledSet, read_labels_csv
-from pseudolabel.data.splits import Split, check_split_hash, make_split, read_split
+from pseudolabel.data.splits import Split, make_split, read_split
 
 
 @dataclass
@@ -21,11 +21,13 @@ class Task:
     class_map: ClassMap
     split: Split
     labeled: LabeledSet
-    allow_split_change: bool = False
+    labels_csv: Path | None = None   # the labels CSV it was read from, if any
 
-    def check_split(self, recorded_hash: str | None) -> None:
-        """Refuse to evaluate a run that recorded another split (unless allowed)."""
-        check_split_hash(recorded_hash, self.split.hash, self.allow_split_change)
+    def describe(self) -> dict:
+        """What a run records of its data (provenance.json), so its images can be found again."""
+        return {"root": str(self.root), "labels": str(self.labels_csv) if self.labels_csv else None,
+                "split": str(self.split.source) if self.split.source else None,
+                "classes": self.class_map.to_config()}
 
 
 def load_task(data_cfg: Mapping[str, Any]) -> Task:
@@ -57,4 +59,4 @@ def load_task(data_cfg: Mapping[str, Any]) -> Task:
         known = {image for image, _ in in_split.items}
         extra = [(image, label) for image, label in labeled.items if image not in known]
         in_split = LabeledSet(root, in_split.items + extra, source=split.source)
-    return Task(root, class_map, split, in_split, bool(data_cfg.get("allow_split_change", False)))
+    return Task(root, class_map, split, in_split, labels_csv if labeled is not None else None)

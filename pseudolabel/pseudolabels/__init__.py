@@ -25,6 +25,7 @@ Two steps, kept apart so a table (the expensive part) can be re-selected with ot
 from pseudolabel.pseudolabels.labeling import label_pools
 from pseudolabel.pseudolabels.predict import (
     batch_predictor,
+    check_classes,
     load_classifier,
     predict_images,
     stream_predictions,
@@ -78,6 +79,7 @@ from pseudolabel.pseudolabels.table import (
 
 # Every public name of the submodules, so `from pseudolabel.pseudolabels import X` keeps working.
 __all__ = [
+    "check_classes",
     "EXCLUDED_IN_EARLIER_POOL", "EXCLUDED_LABELED", "EXCLUDED_NEAR_DUPLICATE", "FIXED_COLUMNS", "MODES",
     "NOT_LABELED_REASONS", "PseudoLabelError", "PseudoLabelTable", "SKIPPED_COLUMNS", "TAIL_COLUMNS",
     "UNREADABLE_AT_DECODE", "UNREADABLE_AT_SCAN", "balance_indices", "batch_predictor", "check_shard",

@@ -16,9 +16,10 @@ from pseudolabel.rundir import MANIFEST, read_json, read_manifest, verify_manife
 __all__ = ["batch_predictor", "load_classifier", "predict_images", "stream_predictions", "unreadable_reasons"]
 
 
-def load_classifier(path: str | Path):
+def load_classifier(path: str | Path, class_names: Sequence[str] | None = None):
     """(model, model file, class names or None) from a run directory (its model.keras) or a
-    .keras file; the class names are the ones its run recorded in metrics.json, if any.
+    .keras file; the class names are the ones its run recorded in metrics.json, if any. With
+    `class_names` (a task's), a model that predicts other classes is refused (`check_classes`).
 
     A model file that its run's manifest does not verify, that is not a .keras archive, or that
     Keras cannot load is a one-line PseudoLabelError naming the file as damaged.
@@ -38,7 +39,21 @@ def load_classifier(path: str | Path):
                                "train the model again or restore the file") from None
     metrics = model_file.parent / "metrics.json"
     names = read_json(metrics).get("class_names") if metrics.exists() else None
-    return model, model_file, [str(c) for c in names] if names else None
+    recorded = [str(c) for c in names] if names else None
+    if class_names is not None:
+        check_classes(model, model_file, [str(c) for c in class_names], recorded)
+    return model, model_file, recorded
+
+
+def check_classes(model, model_file: Path, class_names: list[str], recorded: list[str] | None) -> None:
+    """The model must predict the task's classes (their count, and their names when its run recorded them)."""
+    outputs = int(model.output_shape[-1])
+    if outputs != len(class_names):
+        raise PseudoLabelError(f"{model_file}: the model predicts {outputs} classes, the task has "
+                               f"{len(class_names)} ({', '.join(class_names)})")
+    if recorded and list(recorded) != class_names:
+        raise PseudoLabelError(f"{model_file}: the model was trained on classes {recorded}, "
+                               f"the task's are {class_names}")
 
 
 def _check_model_file(model_file: Path) -> None:
