@@ -227,20 +227,20 @@ class RunLock:
         if self._key is not None:
             raise RuntimeError(f"{self.target}: this RunLock is already acquired")
         key = os.path.realpath(self.path)
-        if key in RunLock._held:
-            RunLock._held[key][1] += 1
+        if key in self._held:
+            self._held[key][1] += 1
         else:
-            RunLock._held[key] = [_lock_file(self.path, self.target), 1]
+            self._held[key] = [_lock_file(self.path, self.target), 1]
         self._key = key
         return self
 
     def release(self) -> None:
         if self._key is None:
             return
-        entry = RunLock._held[self._key]
+        entry = self._held[self._key]
         entry[1] -= 1
         if entry[1] == 0:
-            del RunLock._held[self._key]
+            del self._held[self._key]
             os.close(entry[0])  # closing the descriptor drops the flock
         self._key = None
 

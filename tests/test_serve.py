@@ -198,6 +198,9 @@ def test_defaults_come_from_the_experiment(demo, tmp_path):
 def test_without_a_labels_csv_the_label_page_says_so(demo, tmp_path):
     lone = tmp_path / "lone"
     shutil.copytree(demo["run"], lone)
+    provenance = json.loads((lone / "provenance.json").read_text())
+    provenance["data"]["labels"] = None   # a run whose task had no labels CSV (a split only)
+    (lone / "provenance.json").write_text(json.dumps(provenance))
     client = create_app(lone).test_client()
     page = client.get("/label")
     assert page.status_code == 200 and b"--labels PATH" in page.data

@@ -163,7 +163,7 @@ def test_a_run_records_where_its_images_are(tmp_path):
     from pseudolabel.demo import write_demo
     from pseudolabel.probe import run_probe
 
-    experiment = load_experiment(write_demo(tmp_path / "demo", n_labeled=24, n_unlabeled=4, epochs=1))
+    experiment = load_experiment(write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=4, epochs=1))
     run = tmp_path / "probe"
     run_probe(load_task(experiment.data.as_task_config()), run, backbone="tiny_cnn", image_size=32, weights=None,
               cv=2, verbose=0)
@@ -173,7 +173,8 @@ def test_a_run_records_where_its_images_are(tmp_path):
     assert context.classes["names"] == ["old", "modern"]
     assert runinfo.find_image_root([run], explicit=tmp_path) == tmp_path.resolve()
     # A run that recorded no data (an older version): the root only when told.
-    lone = make_run(tmp_path / "elsewhere" / "run", ["Labeled/img_1.jpg"], np.array([1]), np.array([0.9]))
+    lone = make_run(tmp_path / "elsewhere" / "run", ["Labeled/img_1.jpg", "Labeled/img_2.jpg"], np.array([1, 0]),
+                    np.array([0.9, 0.2]))
     assert runinfo.find_image_root([lone]) is None and runinfo.run_context(lone).labels_csv is None
 
 

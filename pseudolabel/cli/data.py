@@ -213,7 +213,9 @@ def _rel_reason(reason: str, root: Path) -> str:
 @click.option("--test-size", type=float, default=None,
               help="Fraction of all labeled images for test. Default: 0.2.")
 @click.option("--val-size", type=float, default=None,
-              help="Fraction of all labeled images for validation (0: none). Default: 0.15.")
+              help="Fraction of all labeled images for validation. Default: 0.15. 0 makes a split without "
+                   "validation images, which `teach`, `student` and `run` refuse (they select epochs "
+                   "on validation); only `probe` uses such a split.")
 @click.option("--test-per-class", type=int, default=None, metavar="N",
               help="Instead of the fractions: N test images of every class (stratified, seeded).")
 @click.option("--val-per-class", type=int, default=None, metavar="N",
