@@ -112,3 +112,13 @@ def test_a_wrong_recipe_value_fails_before_any_work(tmp_path):
     assert result.output.strip() == (f"Error: {student}: train.tta: should be 'none', 'flip' or 'ten_crop', "
                                      "got 'bogus'")
     assert not (tmp_path / "demo" / "runs").exists()   # no run directory made
+
+
+def test_an_empty_pool_is_one_line_before_the_teacher_trains(tmp_path):
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=4, epochs=1)
+    for image in (tmp_path / "demo" / "data" / "Pool").iterdir():
+        image.unlink()
+    result = CliRunner().invoke(main, ["run", str(experiment_file)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "no image left to pseudo-label (0 found" in result.output
+    assert not (tmp_path / "demo" / "runs" / "round0_teacher").exists()

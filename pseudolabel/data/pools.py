@@ -205,9 +205,14 @@ def prepare_pools(pool_cfgs: Sequence[Mapping[str, Any]], labeled_paths: Iterabl
                 pool.excluded.append((image, f"{IN_EARLIER_POOL} {first}"))
         pool.images = kept
         pools.append(pool)
-    write_pool_report(pools, report_dir, name=report_name)
+    report = write_pool_report(pools, report_dir, name=report_name)
     for pool in pools:
         print(f"pool {pool.name}: " + ", ".join(f"{k} {v}" for k, v in pool.counts().items()))
+    if not any(pool.images for pool in pools):
+        # Before any model trains or labels: an empty pool cannot be fixed by a threshold later.
+        found = sum(pool.counts()["found"] for pool in pools)
+        raise DataError(f"{', '.join(str(p.folder) for p in pools)}: no image left to pseudo-label ({found} found, "
+                        f"all excluded or unreadable; see {report['csv']}); name a folder of unlabeled images")
     return pools
 
 
