@@ -122,3 +122,23 @@ def test_an_empty_pool_is_one_line_before_the_teacher_trains(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "no image left to pseudo-label (0 found" in result.output
     assert not (tmp_path / "demo" / "runs" / "round0_teacher").exists()
+
+
+def test_a_second_run_on_one_output_is_refused_naming_the_first(tmp_path):
+    import subprocess
+    import sys
+
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=4, epochs=1)
+    out = tmp_path / "demo" / "runs"
+    hold = ("import sys, time\nfrom pseudolabel.rundir import RunLock\n"
+            "with RunLock.for_directory(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(60)\n")
+    first = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "locked"
+        result = CliRunner().invoke(main, ["run", str(experiment_file)])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert f"{out}: in use by another process (pid {first.pid})" in result.output
+        assert not (out / "round0_teacher").exists()
+    finally:
+        first.kill()
+        first.wait()

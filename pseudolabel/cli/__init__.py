@@ -27,12 +27,13 @@ def _register():
     from pseudolabel.cli import data as _data
     from pseudolabel.cli import label as _label
     from pseudolabel.cli import models as _models
+    from pseudolabel.cli import predict as _predict
     from pseudolabel.cli import report as _report
     from pseudolabel.cli import run as _run
     from pseudolabel.cli import serve as _serve
     from pseudolabel.cli import train as _train
 
-    for module in (_data, _label, _models, _report, _run, _serve, _train):
+    for module in (_data, _label, _models, _predict, _report, _run, _serve, _train):
         for command in module.commands:
             main.add_command(command)
 

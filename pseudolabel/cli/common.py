@@ -53,6 +53,14 @@ def data_config(experiment=None, root=None, labels=None, split=None, classes=Non
     return validate(DataConfig, values, source="the command line (--experiment/--root/--labels/--split/--classes)")
 
 
+def pseudo_config(experiment, flags: dict | None = None):
+    """The experiment's `[pseudo]` (or the defaults) with the command-line flags applied, validated."""
+    from pseudolabel.config import PseudoConfig, load_experiment, validate
+
+    pseudo = load_experiment(experiment).pseudo if experiment else PseudoConfig()
+    return validate(PseudoConfig, {**pseudo.model_dump(), **(flags or {})}, source="the command line")
+
+
 def restart_option(func):
     """--restart: start over a run whose recorded config or split differs (else such a run is refused)."""
     return click.option(

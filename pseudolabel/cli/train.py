@@ -1,14 +1,18 @@
-"""`pseudolabel teach` (supervised teacher) and `pseudolabel probe` (linear-probe baseline)."""
+"""`pseudolabel teach` (supervised teacher), `pseudolabel probe` (linear-probe baseline) and
+`pseudolabel student` (one Noisy Student from a pseudo-label table)."""
 
 from __future__ import annotations
 
 import click
+
+from pathlib import Path
 
 from pseudolabel.cli.common import (
     data_config,
     data_options,
     fail_cleanly,
     parse_overrides,
+    pseudo_config,
     restart_option,
     strategy_option,
 )
@@ -84,4 +88,57 @@ def probe(backbone, image_size, weights, cv, seed, batch_size, out, restart, **d
     ProbeRun(config, load_task_from_flags(data_kwargs), out, restart=restart).run()
 
 
-commands = [teach, probe]
+@click.command()
+@click.option("--recipe", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Student recipe TOML (students/*.toml): [model], [train], [noise].")
+@click.option("--pseudo", "table", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Pseudo-label table from `pseudolabel label`.")
+@data_options
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory. Rerunning with the same one resumes an interrupted training "
+                   "(or just reports a finished one).")
+@click.option("--mode", type=click.Choice(["soft", "hard"]), default=None,
+              help="soft: the teacher's probabilities (at --temperature); hard: argmax one-hot with "
+                   "label smoothing. Default: the experiment's [pseudo] mode, else soft.")
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Drop pool images whose top probability is below this (default 0.3).")
+@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Soft-label temperature: p**(1/T) renormalised (default 1).")
+@click.option("--per-class", type=click.IntRange(min=0), default=None,
+              help="Balancing: pseudo-labels per predicted class (0: the largest class count).")
+@click.option("--balance/--no-balance", default=None,
+              help="Balance the predicted classes, duplicating images of short ones (default on).")
+@click.option("--ratio", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pseudo-labeled batch size as a multiple of the labeled one (recipe train.unlabeled_ratio).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a recipe value, e.g. --set train.epochs=3 --set noise.randaugment_magnitude=9 "
+                   "(values are TOML: numbers, true/false, \"strings\"). Repeatable.")
+@restart_option
+@strategy_option
+@fail_cleanly
+def student(recipe, table, experiment, root, labels, split, classes, out, mode, threshold,
+            temperature, per_class, balance, ratio, overrides, restart, strategy):
+    """Train a Noisy Student on the labeled train split plus a pseudo-label table.
+
+    The student starts from its recipe's ImageNet weights (not from the teacher), sees RandAugment
+    noise on labeled and pseudo-labeled images alike, dropout and stochastic depth, and is
+    evaluated on the fixed test split (metrics.json, test_predictions.csv in OUT).
+    """
+    from pseudolabel.config import load_recipe
+    from pseudolabel.data import load_task
+    from pseudolabel.distribute import get_strategy
+    from pseudolabel.students import train_student
+
+    recipe_overrides = parse_overrides(overrides)
+    if ratio is not None:
+        recipe_overrides.setdefault("train", {})["unlabeled_ratio"] = ratio
+    loaded = load_recipe(recipe, "student", overrides=recipe_overrides or None)   # fails before any TF work
+    flags = {"mode": mode, "threshold": threshold, "temperature": temperature, "per_class": per_class,
+             "balance": balance}
+    pseudo_cfg = pseudo_config(experiment, {k: v for k, v in flags.items() if v is not None})
+    strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
+    task = load_task(data_config(experiment, root, labels, split, classes).as_task_config())
+    train_student(loaded, task, table, out, pseudo=pseudo_cfg, strategy=strategy, restart=restart)
+
+
+commands = [teach, probe, student]
