@@ -377,9 +377,6 @@ class RunDir:
     def write_metrics(self, metrics: dict, name: str = "metrics.json") -> Path:
         return atomic_write_json(self.file(name), metrics)
 
-    def read_metrics(self, name: str = "metrics.json") -> dict:
-        return read_json(self.file(name))
-
     # The lifecycle of a run directory, for trainers: lock it, clean what a killed run left, write
     # the artifacts, then `finish`; a later session trusts it only when `problems()` is empty.
 

@@ -60,10 +60,6 @@ class PseudoLabelTable:
         """Predicted class index per row."""
         return self.probs.argmax(axis=1) if len(self) else np.zeros(0, np.int64)
 
-    @property
-    def predicted_names(self) -> list[str]:
-        return [self.class_names[k] for k in self.predicted]
-
     def summary(self) -> dict:
         """Rows per pool and per predicted class (what `label` prints and saves)."""
         return {
