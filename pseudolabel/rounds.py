@@ -34,11 +34,36 @@ ORIGIN_JSON = "pseudo_labels.origin.json"
 
 
 def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...] = (), strategy=None,
-                   restart: bool = False, rounds: int | None = None) -> dict | None:
+                   restart: bool = False, rounds: int | None = None, seeds=None) -> dict | None:
     """Run (or resume) the teacher and the first `rounds` student rounds (None: all) of
     `experiment` (from `config.load_experiment`); every model trains under `strategy` (a
-    `tf.distribute.Strategy` or a name; None: "auto"). Returns the report's summary (None on a
-    non-chief worker, which writes no report)."""
+    `tf.distribute.Strategy` or a name; None: "auto"). `seeds` (default: the experiment's
+    `seeds`): one whole chain per seed in OUTPUT/seed-<s>/, then OUTPUT/report/seeds.md over them
+    (`pseudolabel.seeds`). Returns the report's summary, or {seed: summary, "seeds": aggregate}
+    with seeds (None on a non-chief worker, which writes no report)."""
+    from pseudolabel import distribute
+    from pseudolabel.seeds import with_seed, write_seed_report
+
+    seeds = list(seeds if seeds is not None else experiment.seeds)
+    options = dict(extra_pools=extra_pools, strategy=distribute.resolve_strategy(strategy), restart=restart,
+                   rounds=rounds)
+    if not seeds:
+        return run_chain(experiment, **options)
+    summaries = {}
+    with RunLock.for_directory(distribute.worker_dir(Path(experiment.output), options["strategy"])):
+        for seed in seeds:
+            print(f"== seed {seed} of {seeds}")
+            summaries[seed] = run_chain(with_seed(experiment, seed), **options)
+    if not distribute.is_chief(options["strategy"]):
+        return None
+    aggregate = write_seed_report(summaries, Path(experiment.output) / "report")
+    print(f"over seeds {seeds}: {Path(experiment.output) / 'report' / 'seeds.md'}")
+    return {**summaries, "seeds": aggregate}
+
+
+def run_chain(experiment: Experiment, *, extra_pools=(), strategy=None, restart: bool = False,
+              rounds: int | None = None) -> dict | None:
+    """One teacher -> students chain of `experiment` (see `run_experiment`)."""
     from pseudolabel import distribute
     from pseudolabel.data import load_task
 

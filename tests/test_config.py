@@ -163,3 +163,12 @@ def test_reading_an_experiment_builds_nothing_and_imports_no_tensorflow():
             "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_seeds_in_an_experiment(tmp_path):
+    exp = tmp_path / "e.toml"
+    exp.write_text('seeds = [0, 1, 2]\n[data]\nroot = "."\nsplit = "s.csv"\n')
+    assert load_experiment(exp).seeds == [0, 1, 2]
+    exp.write_text('seeds = [0, -1]\n[data]\nroot = "."\nsplit = "s.csv"\n')
+    with pytest.raises(ConfigError, match=r"seeds\[1\]: should be greater than or equal to 0"):
+        load_experiment(exp)

@@ -142,3 +142,32 @@ def test_a_second_run_on_one_output_is_refused_naming_the_first(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+def test_seeds_run_one_chain_each_and_aggregate_them(tmp_path):
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=20, epochs=1)
+    result = CliRunner().invoke(main, ["run", str(experiment_file), "--seeds", "3,5"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "demo" / "runs"
+    per_seed = {s: json.loads((out / f"seed-{s}" / "report" / "compare.json").read_text()) for s in (3, 5)}
+    for s in (3, 5):
+        assert json.loads((out / f"seed-{s}" / "round1_tiny_cnn" / "config.json").read_text())["train"]["seed"] == s
+        assert json.loads((out / f"seed-{s}" / "round0_teacher" / "provenance.json").read_text())["seed"] == s
+    summary = json.loads((out / "report" / "seeds.json").read_text())
+    assert summary["seeds"] == [3, 5] and [r["run"] for r in summary["rows"]] == ["round0_teacher", "round1_tiny_cnn"]
+    student = summary["rows"][1]
+    deltas = [next(r for r in per_seed[s]["rows"] if r["run"] == "round1_tiny_cnn")["delta_auc"] for s in (3, 5)]
+    assert student["delta_auc"] == deltas and student["wins"] == sum(d > 0 for d in deltas)
+    assert abs(student["delta_auc_mean"] - sum(deltas) / 2) < 1e-12
+    assert student["delta_auc_ci"][0] <= student["delta_auc_mean"] <= student["delta_auc_ci"][1]
+    assert "ahead on" in (out / "report" / "seeds.md").read_text()
+    before = (out / "seed-3" / "round1_tiny_cnn" / "model.keras").stat().st_mtime_ns
+    assert CliRunner().invoke(main, ["run", str(experiment_file), "--seeds", "3,5"]).exit_code == 0
+    assert (out / "seed-3" / "round1_tiny_cnn" / "model.keras").stat().st_mtime_ns == before   # resumed: not redone
+
+
+def test_seeds_option_refuses_what_is_not_a_list_of_seeds(tmp_path):
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=20, n_unlabeled=4, epochs=1)
+    for bad in ("a,b", "1,1", "-1"):
+        result = CliRunner().invoke(main, ["run", str(experiment_file), "--seeds", bad])
+        assert result.exit_code == 2 and "--seeds" in result.output, result.output

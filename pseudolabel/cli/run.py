@@ -20,10 +20,14 @@ from pseudolabel.cli.common import fail_cleanly, restart_option, strategy_option
               help="Override the experiment's output directory.")
 @click.option("--rounds", type=click.IntRange(min=0), default=None,
               help="Run only the teacher and the first N student rounds (default: all).")
+@click.option("--seeds", default=None, metavar="S,S,...",
+              help="Repeat the whole chain for these seeds (e.g. 0,1,2,3,4), each in OUTPUT/seed-<s>/, and "
+                   "summarise them (mean ± sd, paired differences) in OUTPUT/report/seeds.md. "
+                   "Default: the experiment's `seeds`, else one chain.")
 @restart_option
 @strategy_option
 @fail_cleanly
-def run(experiment, pools, glob, root, output, rounds, restart, strategy):
+def run(experiment, pools, glob, root, output, rounds, seeds, restart, strategy):
     """Run an EXPERIMENT file: teacher -> pseudo-labels -> student -> ... -> report.
 
     Every round is evaluated on the fixed test split. Rerunning the same command resumes: a
@@ -45,7 +49,20 @@ def run(experiment, pools, glob, root, output, rounds, restart, strategy):
     exp = load_experiment(experiment, overrides=overrides or None)   # every recipe checked: before any work
     extra = tuple(PoolConfig(name=Path(p).name, path=str(Path(p).resolve()), glob=glob) for p in pools)
     strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
-    run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds)
+    run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds,
+                   seeds=_seeds(seeds))
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected whole numbers separated by commas, got {text!r}", param_hint="--seeds")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise click.BadParameter(f"expected distinct seeds >= 0, got {text!r}", param_hint="--seeds")
+    return seeds
 
 
 @click.command()

@@ -301,6 +301,9 @@ class Experiment(Table):
 
     name: str = "experiment"
     seed: Count = 0
+    # Repeated seeds: one whole chain per seed in OUTPUT/seed-<s>/ (every recipe's train.seed = s)
+    # and a summary over them (pseudolabel.seeds). Empty: one chain, the recipes' own seeds.
+    seeds: list[Count] = []
     output: str
     path: Optional[str] = None       # the experiment file
     data: DataConfig
