@@ -88,16 +88,21 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
     from pseudolabel.data import prepare_pools
     from pseudolabel.report import compare_runs
 
+    from pseudolabel.probe import SelfTrainingRun
+    from pseudolabel.students import StudentRun
+
     out = Path(experiment.output)
     pools = prepare_pools([p.model_dump() for p in pool_configs], task.labeled.paths, out) if runs[1:] else []
-    runs[0].run()
-    for run in runs[1:]:
-        state = run.status()
-        if state in ("changed", "damaged"):
-            with RunLock.for_directory(run.path):
-                run.start_over(state)   # before labeling: the table in its directory is stale too
-        if state != "finished":
-            label_once(run.teacher, pools, task, run.table, experiment.pseudo, run.origin)
+    for run in runs:
+        if isinstance(run, SelfTrainingRun):
+            run.pool_paths = [image for pool in pools for image in pool.images]
+        if isinstance(run, StudentRun):
+            state = run.status()
+            if state in ("changed", "damaged"):
+                with RunLock.for_directory(run.path):
+                    run.start_over(state)   # before labeling: the table in its directory is stale too
+            if state != "finished":
+                label_once(run.teacher, pools, task, run.table, experiment.pseudo, run.origin)
         run.run()
     if not distribute.is_chief(strategy):
         return None
@@ -109,13 +114,14 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
 
 def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy, restart: bool,
               rounds: int | None) -> list:
-    """The teacher's run and one student run per round, each knowing what it is made from."""
+    """The teacher's run, the baselines on its backbone's features, and one student run per round,
+    each knowing what it is made from."""
     from pseudolabel.students import StudentRun
     from pseudolabel.teacher import TeacherRun
 
     options = dict(strategy=strategy, restart=restart)
     teacher = TeacherRun(experiment.teacher_recipe, task, out / "round0_teacher", **options)
-    runs = [teacher]
+    runs = [teacher, *plan_baselines(experiment, task, out, pool_configs, restart=restart)]
     recipes = experiment.student_recipes if rounds is None else experiment.student_recipes[:rounds]
     for i, recipe in enumerate(recipes, start=1):
         round_dir = out / f"round{i}_{recipe.model.backbone}"
@@ -128,6 +134,23 @@ def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy
         if experiment.students.student_teaches:
             teacher = student
     return runs
+
+
+def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, restart: bool) -> list:
+    """The linear probe and the probe self-trained on the pools (`[baselines]`), on the features
+    of the teacher's backbone: what every semi-supervised gain is stated against too."""
+    from pseudolabel.config import ProbeConfig, SelfTrainingConfig
+    from pseudolabel.probe import ProbeRun, SelfTrainingRun
+
+    settings = dict(model=experiment.teacher_recipe.model, seed=experiment.teacher_recipe.train.seed)
+    baselines = []
+    if experiment.baselines.probe:
+        baselines.append(ProbeRun(ProbeConfig(**settings), task, out / "baseline_probe", restart=restart))
+    if experiment.baselines.self_training:
+        origin = [p.model_dump(mode="json") for p in pool_configs]
+        baselines.append(SelfTrainingRun(SelfTrainingConfig(**settings), task, out / "baseline_self_training",
+                                         origin=origin, restart=restart))
+    return baselines
 
 
 def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) -> Path:

@@ -27,10 +27,13 @@ def test_experiment_runs_all_rounds_then_resumes_without_redoing_them(tmp_path):
     pools = json.loads((out / "pools.json").read_text())["pools"]
     assert [p["name"] for p in pools] == ["synthetic"] and pools[0]["counts"]["kept"] == 30
     assert (out / "report" / "compare.md").exists() and (out / "report" / "roc.png").exists()
-    assert [row["run"] for row in summary["rows"]] == ["round0_teacher", "round1_tiny_cnn"]
+    assert [row["run"] for row in summary["rows"]] == ["round0_teacher", "baseline_probe", "baseline_self_training",
+                                                       "round1_tiny_cnn"]
+    self_training = json.loads((out / "baseline_self_training" / "metrics.json").read_text())["self_training"]
+    assert self_training["pool_images"] == 30 and self_training["threshold"] in (0.7, 0.8, 0.9, 0.95)
 
     before = _mtimes(out)
-    assert len(before) == 5  # 2 models, 2 metrics, 1 table
+    assert len(before) == 7  # 2 models, 4 metrics (teacher, 2 baselines, student), 1 table
     run_experiment(experiment)
     assert _mtimes(out) == before  # nothing finished was redone
 
@@ -154,12 +157,16 @@ def test_seeds_run_one_chain_each_and_aggregate_them(tmp_path):
         assert json.loads((out / f"seed-{s}" / "round1_tiny_cnn" / "config.json").read_text())["train"]["seed"] == s
         assert json.loads((out / f"seed-{s}" / "round0_teacher" / "provenance.json").read_text())["seed"] == s
     summary = json.loads((out / "report" / "seeds.json").read_text())
-    assert summary["seeds"] == [3, 5] and [r["run"] for r in summary["rows"]] == ["round0_teacher", "round1_tiny_cnn"]
-    student = summary["rows"][1]
+    assert summary["seeds"] == [3, 5] and [r["run"] for r in summary["rows"]][::3] == ["round0_teacher",
+                                                                                      "round1_tiny_cnn"]
+    student = summary["rows"][3]
     deltas = [next(r for r in per_seed[s]["rows"] if r["run"] == "round1_tiny_cnn")["delta_auc"] for s in (3, 5)]
     assert student["delta_auc"] == deltas and student["wins"] == sum(d > 0 for d in deltas)
     assert abs(student["delta_auc_mean"] - sum(deltas) / 2) < 1e-12
     assert student["delta_auc_ci"][0] <= student["delta_auc_mean"] <= student["delta_auc_ci"][1]
+    best = [max(r["roc_auc"] for r in per_seed[s]["rows"] if r["run"].startswith("baseline_")) for s in (3, 5)]
+    assert student["delta_best_baseline"] == [a - b for a, b in zip(student["roc_auc"], best)]
+    assert "delta_best_baseline" not in summary["rows"][1]   # the baselines are not compared with themselves
     assert "ahead on" in (out / "report" / "seeds.md").read_text()
     before = (out / "seed-3" / "round1_tiny_cnn" / "model.keras").stat().st_mtime_ns
     assert CliRunner().invoke(main, ["run", str(experiment_file), "--seeds", "3,5"]).exit_code == 0

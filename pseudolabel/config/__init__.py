@@ -18,6 +18,7 @@ from pseudolabel.config.loading import (
     validate,
 )
 from pseudolabel.config.schema import (
+    Baselines,
     ClassesTable,
     DataConfig,
     Experiment,
@@ -26,6 +27,7 @@ from pseudolabel.config.schema import (
     PoolConfig,
     ProbeConfig,
     PseudoConfig,
+    SelfTrainingConfig,
     Recipe,
     StudentRecipe,
     StudentTrain,
@@ -34,7 +36,7 @@ from pseudolabel.config.schema import (
 )
 
 __all__ = [
-    "ClassesTable", "ConfigError", "DataConfig", "Experiment", "ModelConfig", "Noise", "PoolConfig",
+    "Baselines", "SelfTrainingConfig", "ClassesTable", "ConfigError", "DataConfig", "Experiment", "ModelConfig", "Noise", "PoolConfig",
     "ProbeConfig", "PseudoConfig", "Recipe", "StudentRecipe", "StudentTrain", "TeacherRecipe", "TeacherTrain",
     "describe_validation_error", "load_experiment", "load_recipe", "merge_overrides", "read_toml", "validate",
 ]

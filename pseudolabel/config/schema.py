@@ -193,6 +193,23 @@ class ProbeConfig(Table):
     batch_size: AtLeastOne = 32
 
 
+class SelfTrainingConfig(ProbeConfig):
+    """The feature-space semi-supervised baseline: scikit-learn's SelfTrainingClassifier around
+    the probe's logistic regression, on the same frozen features plus the pools' features; its
+    confidence threshold is chosen by cross-validation on the labeled train split."""
+
+    kind: Literal["self_training"] = "self_training"
+    thresholds: Annotated[list[Annotated[float, Field(gt=0.0, lt=1.0)]], Field(min_length=1)] = [0.7, 0.8, 0.9, 0.95]
+
+
+class Baselines(Table):
+    """`[baselines]`: the supervised and shallow semi-supervised runs every experiment reports
+    beside the teacher, on the teacher's backbone features (seconds, not minutes)."""
+
+    probe: bool = True
+    self_training: bool = True
+
+
 # --------------------------------------------------------------------------- experiments
 
 
@@ -311,6 +328,7 @@ class Experiment(Table):
     teacher: Optional[TeacherRef] = None
     students: StudentsRef = StudentsRef()
     pseudo: PseudoConfig = PseudoConfig()
+    baselines: Baselines = Baselines()
     teacher_recipe: Optional[TeacherRecipe] = None
     student_recipes: list[StudentRecipe] = []
 
