@@ -11,13 +11,18 @@ from pseudolabel import __version__
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pseudolabel")
-def main():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show TensorFlow's start-up banners and retracing warnings (hidden by default).")
+def main(verbose):
     """Semi-supervised pseudo-labeling (Noisy Student) for image classification.
 
     Typical flow: `data split` once, `teach` a supervised teacher, `label` the unlabeled pools,
     train a `student` on labeled + pseudo-labeled images, `compare` the runs. `run` does all of
     it for an experiment file; `demo` shows it end to end on synthetic images in a few minutes.
     """
+    from pseudolabel import quiet
+
+    quiet.verbose_tensorflow() if verbose else quiet.quiet_tensorflow()
 
 
 def _register():

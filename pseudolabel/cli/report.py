@@ -17,7 +17,9 @@ import click
 @click.option("--resamples", type=click.IntRange(min=100), default=2000, show_default=True,
               help="Bootstrap resamples for the confidence intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resamples.")
-def compare(run_dirs, out_dir, baseline, resamples, seed):
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary (what compare.json holds) as JSON on stdout instead of the table.")
+def compare(run_dirs, out_dir, baseline, resamples, seed, as_json):
     """Compare evaluated runs (RUN_DIR...) on the same test images.
 
     Each RUN_DIR needs provenance.json and test_predictions.csv (as written by `teach` and
@@ -25,6 +27,8 @@ def compare(run_dirs, out_dir, baseline, resamples, seed):
     test ROC AUC [95% CI], accuracy, and the paired AUC difference to the baseline with its
     bootstrap CI and DeLong p-value; writes the full report to --out.
     """
+    import json
+
     from pseudolabel import evaluation, report
 
     out_dir = out_dir or Path(run_dirs[0]).resolve().parent / "compare"
@@ -32,6 +36,9 @@ def compare(run_dirs, out_dir, baseline, resamples, seed):
         result = report.compare_runs(list(run_dirs), out_dir, baseline=baseline, n_resamples=resamples, seed=seed)
     except (report.ReportError, evaluation.EvaluationError) as err:
         raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
     click.echo(report.markdown_table(result))
     for sentence in report.summary_sentences(result)[1:]:
         click.echo(sentence)
