@@ -60,14 +60,22 @@ def read_image(
     path: str | os.PathLike,
     size: Size = None,
     *,
+    max_side: int | None = None,
     min_side: int = 16,
     max_pixels: int = 64_000_000,
 ) -> np.ndarray:
     """Decode `path` to an HxWx3 uint8 RGB array, optionally resized to `size` (int or (h, w)).
 
+    `max_side` (instead of `size`): shrink, keeping the aspect ratio, so the longer side is at
+    most `max_side` (smaller images are left as they are); a large JPEG is decoded at a reduced
+    scale, never at full size (what hashing uses).
     Raises ImageError for missing/unreadable paths, empty files, non-images, corrupt or truncated
     data, images over `max_pixels` (checked before decoding) and images with a side < `min_side`.
     """
+    if size is not None and max_side is not None:
+        raise ValueError("give size or max_side, not both")
+    if max_side is not None and max_side <= 0:
+        raise ValueError(f"max_side must be positive, got {max_side!r}")
     target = _target_size(size)
     _check_file(path)
     _require_strict_decoding()
@@ -83,9 +91,12 @@ def read_image(
         raise ImageError(path, f"cannot read image header: {_describe(e)}") from None
     with image:
         _check_header(path, image, min_side=min_side, max_pixels=max_pixels)
-        _decode(path, image, target)
+        # A square draft target covers max_side on both sides whatever the EXIF orientation.
+        _decode(path, image, target if max_side is None else (max_side, max_side))
         try:
             rgb = _to_rgb(ImageOps.exif_transpose(image))
+            if max_side is not None:
+                target = _shrunk_size(rgb.size, max_side)
             if target is not None and rgb.size != (target[1], target[0]):
                 rgb = rgb.resize((target[1], target[0]), Image.Resampling.BICUBIC)
             return np.array(rgb, dtype=np.uint8)  # a writable copy
@@ -137,6 +148,15 @@ def _target_size(size: Size) -> tuple[int, int] | None:
     if h <= 0 or w <= 0:
         raise ValueError(f"image size must be positive, got {size!r}")
     return h, w
+
+
+def _shrunk_size(size: tuple[int, int], max_side: int) -> tuple[int, int] | None:
+    """(height, width) with the longer side max_side and the aspect ratio kept; None if it fits."""
+    width, height = size
+    if max(width, height) <= max_side:
+        return None
+    scale = max_side / max(width, height)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _check_file(path) -> None:

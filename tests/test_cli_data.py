@@ -10,13 +10,14 @@ from click.testing import CliRunner
 from PIL import Image
 
 from pseudolabel import data as D
+from pseudolabel.data import duplicates
 from pseudolabel.cli import main
 from pseudolabel.cli.data import data as data_group
 
 
 @pytest.fixture(autouse=True)
 def fresh_hash_cache(monkeypatch):
-    monkeypatch.setattr(D, "_DEFAULT_CACHE", D.HashCache())
+    monkeypatch.setattr(duplicates, "_DEFAULT_CACHE", D.HashCache())
 
 
 def run(*args):
@@ -133,3 +134,57 @@ def test_cli_import_is_light():
 
     code = "import sys, pseudolabel.cli.data; assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def long_class_root(tmp_path):
+    """A labeled set whose class names are longer than a 10-character column."""
+    from pseudolabel.synthetic import synthetic_image
+
+    root = tmp_path / "long"
+    (root / "imgs").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = ["KitchenLivingroom", "Bathroom_with_bathtub", "Bed"]
+    rows = ["image,label"]
+    for i in range(36):
+        Image.fromarray(synthetic_image(i % 3, rng, 32)).save(root / "imgs" / f"i_{i}.jpg", quality=95)
+        rows.append(f"imgs/i_{i}.jpg,{names[i % 3]}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root, sorted(names)
+
+
+def assert_table_aligned(lines, names):
+    """Header cells are separated by spaces, and every number ends where its header ends (the
+    first column, the part name, is left-aligned)."""
+    header = next(line for line in lines if line.split()[:2] == ["part", "images"])
+    assert header.split() == ["part", "images", *names]
+    ends = [m.end() for m in re.finditer(r"\S+", header)][1:]
+    body = [line for line in lines if line.split() and line.split()[0] in ("train", "val", "test")]
+    assert len(body) == 3
+    for line in body:
+        assert [m.end() for m in re.finditer(r"\S+", line)][1:] == ends, (header, line)
+
+
+def test_split_per_class_counts_and_long_class_names(tmp_path):
+    root, names = long_class_root(tmp_path)
+    out = tmp_path / "split.csv"
+    result = run("split", "--root", root, "--out", out, "--test-per-class", 3, "--val-per-class", 2)
+    assert result.exit_code == 0, result.output
+    assert_table_aligned(result.output.splitlines(), names)
+    split = D.read_split(out, root)
+    assert split.class_counts()["test"] == {n: 3 for n in names}
+    assert split.class_counts()["val"] == {n: 2 for n in names}
+    summary = run("summary", "--root", root, "--split", out, "--no-pool")
+    assert summary.exit_code == 0, summary.output
+    assert_table_aligned(summary.output.splitlines(), names)
+
+
+def test_split_per_class_bad_options_fail_cleanly(tmp_path):
+    root, _ = long_class_root(tmp_path)
+    out = tmp_path / "split.csv"
+    both = run("split", "--root", root, "--out", out, "--test-per-class", 3, "--test-size", 0.2)
+    assert both.exit_code == 2 and "not both" in both.output
+    alone = run("split", "--root", root, "--out", out, "--val-per-class", 3)
+    assert alone.exit_code == 2 and "--val-per-class needs --test-per-class" in alone.output
+    too_many = run("split", "--root", root, "--out", out, "--test-per-class", 10, "--val-per-class", 2)
+    assert too_many.exit_code != 0 and "Traceback" not in too_many.output
+    assert "class 'Bed' has 12" in too_many.output and not out.exists()

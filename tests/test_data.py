@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pseudolabel import data as D
+from pseudolabel.data import duplicates
 from pseudolabel.synthetic import synthetic_image, write_synthetic_dataset
 
 
@@ -45,7 +46,7 @@ def labels_rows(root):
 @pytest.fixture(autouse=True)
 def fresh_hash_cache(monkeypatch):
     # The in-memory hash cache is per process; tests rewrite files, so each starts empty.
-    monkeypatch.setattr(D, "_DEFAULT_CACHE", D.HashCache())
+    monkeypatch.setattr(duplicates, "_DEFAULT_CACHE", D.HashCache())
 
 
 # --- labeled sets ------------------------------------------------------------------------------
@@ -413,7 +414,7 @@ def test_hash_cache_persists(synthetic_root, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(D, "read_image", fail)
+    monkeypatch.setattr(duplicates, "read_image", fail)
     assert D.HashCache(cache_file).get(synthetic_root / "Pool" / "img_1.jpg") == first
 
 
@@ -483,3 +484,40 @@ def test_prepare_pools_labels_a_file_once_across_pools(synthetic_root, tmp_path)
     assert (tmp_path / "pools.json").exists() and (tmp_path / "pools.csv").exists()
     with pytest.raises(D.DataError, match="no unlabeled pools"):
         D.prepare_pools([], labeled, tmp_path)
+
+
+# --- per-class split counts ----------------------------------------------------------------------
+
+
+def test_make_split_per_class_counts(synthetic_root):
+    labeled = D.read_labels_csv(synthetic_root / "labels.csv")
+    split = D.make_split(labeled, test_per_class=5, val_per_class=3, seed=1)
+    assert split.class_counts()["test"] == {"M": 5, "O": 5}
+    assert split.class_counts()["val"] == {"M": 3, "O": 3}
+    assert split.sizes() == {"train": 24, "val": 6, "test": 10}
+    again = D.make_split(D.LabeledSet(labeled.root, labeled.items[::-1]), test_per_class=5, val_per_class=3, seed=1)
+    assert again.hash == split.hash  # deterministic, whatever the row order
+    assert D.make_split(labeled, test_per_class=5, val_per_class=3, seed=2).hash != split.hash
+    no_val = D.make_split(labeled, test_per_class=4, seed=1)
+    assert no_val.sizes() == {"train": 32, "val": 0, "test": 8}
+
+
+def test_make_split_per_class_counts_keeps_near_duplicates_together(synthetic_root):
+    labeled = D.read_labels_csv(synthetic_root / "labels.csv")
+    twins = [(f"Labeled/twin_{i}.jpg", label) for i, (image, label) in enumerate(labeled.items[:6])]
+    for (image, _), (twin, _) in zip(labeled.items[:6], twins):
+        shutil.copy(synthetic_root / image, synthetic_root / twin)
+    both = D.LabeledSet(labeled.root, labeled.items + twins)
+    for seed in range(3):
+        part = {image: p for image, _, p in D.make_split(both, test_per_class=5, val_per_class=3, seed=seed).items}
+        assert all(part[image] == part[twin] for (image, _), (twin, _) in zip(labeled.items[:6], twins))
+
+
+def test_make_split_per_class_counts_too_few_images(synthetic_root):
+    labeled = D.read_labels_csv(synthetic_root / "labels.csv")
+    with pytest.raises(D.DataError, match=r"too few images for 15 test \+ 5 val per class .*class 'M' has 20"):
+        D.make_split(labeled, test_per_class=15, val_per_class=5, hash_distance=None)
+    with pytest.raises(D.DataError, match="val_per_class needs test_per_class"):
+        D.make_split(labeled, val_per_class=2)
+    with pytest.raises(D.DataError, match="per-class counts must be"):
+        D.make_split(labeled, test_per_class=0)

@@ -296,6 +296,28 @@ def test_large_jpeg_reduced_decode_matches_full_decode(tmp_path):
     assert np.abs(fast - slow).mean() < 3
 
 
+def test_max_side_keeps_the_aspect_and_decodes_large_jpegs_reduced(tmp_path, monkeypatch):
+    p = tmp_path / "wide.jpg"
+    p.write_bytes(_jpeg_bytes(_gradient(1200, 1600)))
+    decoded = []
+    load = ImageFile.ImageFile.load
+
+    def recording_load(self):
+        result = load(self)
+        decoded.append(self.size)
+        return result
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", recording_load)
+    out = read_image(p, max_side=256)
+    assert out.shape == (192, 256, 3)
+    assert set(decoded) == {(400, 300)}  # libjpeg's 1/4 scale: the smallest still covering 256 x 256
+    small = tmp_path / "small.jpg"
+    small.write_bytes(_jpeg_bytes(_gradient(48, 64)))
+    assert read_image(small, max_side=256).shape == (48, 64, 3)  # never enlarged
+    with pytest.raises(ValueError, match="not both"):
+        read_image(p, 64, max_side=64)
+
+
 def test_bad_size_argument(tmp_path):
     p = tmp_path / "a.jpg"
     p.write_bytes(_jpeg_bytes())

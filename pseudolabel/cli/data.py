@@ -77,12 +77,18 @@ def _load_labels(root: Path | None, labels: Path | None, classes: str):
 @click.option("--glob", default=None, help="Keep only pool images whose path ends matching this, e.g. 'bed_*.jpg'.")
 @click.option("--no-pool", is_flag=True, help="Do not scan any pool (no image decoding beyond the labeled set).")
 @click.option("--hash-distance", type=click.IntRange(0, 64), default=None,
-              help="Largest pHash distance (of 64 bits) counted as a near-duplicate. Default: 8.")
+              help="Largest pHash distance (of 64 bits) counted as a near-duplicate (whole images; mirrored "
+                   "and cropped views: half of it). Default: 8.")
+@click.option("--min-inliers", type=click.IntRange(1), default=None,
+              help="Fewest matching ORB keypoints (one rotation + scale apart) that make a pool image a "
+                   "near-duplicate of a labeled one (rotated or off-centre cropped copies). Default: 40.")
+@click.option("--no-keypoints", is_flag=True, help="Skip the keypoint check (pHash views only; faster).")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Also write pools.csv (every pool image: kept/excluded/skipped + reason) and pools.json here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 @fail_cleanly
-def summary(root, labels, classes, split, pools, glob, no_pool, hash_distance, report_dir, as_json):
+def summary(root, labels, classes, split, pools, glob, no_pool, hash_distance, min_inliers, no_keypoints,
+            report_dir, as_json):
     """Describe a labeled set: classes, split sizes, pools, duplicates, unreadable files.
 
     Checks every labeled image (a bad one is an error naming file and line), finds near-duplicate
@@ -103,7 +109,9 @@ def summary(root, labels, classes, split, pools, glob, no_pool, hash_distance, r
                      else D.make_split(labeled, class_map, seed=0, progress=False))
         duplicates = D.find_near_duplicates(labeled.paths, distance)
         folders = [] if no_pool else (list(pools) or D.labeled_folders(labeled))
-        scanned = [D.filter_pool(D.scan_pool(folder, glob), labeled.paths, distance) for folder in folders]
+        inliers = None if no_keypoints else (D.DEFAULT_MIN_INLIERS if min_inliers is None else min_inliers)
+        scanned = [D.filter_pool(D.scan_pool(folder, glob), labeled.paths, distance, min_inliers=inliers)
+                   for folder in folders]
         if report_dir:
             D.write_pool_report(scanned, report_dir)
     result = D.summarize(labeled, class_map, the_split, scanned, duplicates)
@@ -151,12 +159,16 @@ def _format_labeled(summary: dict, root: Path, distance: int) -> list[str]:
 
 
 def _split_table(sizes: dict, class_counts: dict, class_names: list[str]) -> list[str]:
-    """Images per part and class, one line per part."""
-    lines = ["  " + f"{'part':<6}{'images':>8}" + "".join(f"{n:>10}" for n in class_names)]
-    for part, size in sizes.items():
-        per_class = "".join(f"{class_counts[part][n]:>10}" for n in class_names)
-        lines.append(f"  {part:<6}{size:>8}{per_class}")
-    return lines
+    """Images per part and class, one line per part; columns as wide as their longest entry."""
+    header = ["part", "images", *class_names]
+    rows = [[part, size, *(class_counts[part][n] for n in class_names)] for part, size in sizes.items()]
+    widths = [max(len(str(row[c])) for row in [header, *rows]) for c in range(len(header))]
+
+    def line(cells):
+        first = f"{cells[0]:<{widths[0]}}"
+        return "  " + first + "".join(f"  {str(cell):>{w}}" for cell, w in zip(cells[1:], widths[1:]))
+
+    return [line(header)] + [line(row) for row in rows]
 
 
 def _format_split(split: dict, class_names: list[str]) -> list[str]:
@@ -198,10 +210,14 @@ def _rel_reason(reason: str, root: Path) -> str:
 @_labels_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Split CSV to write (image,label,split; image paths relative to ROOT).")
-@click.option("--test-size", type=float, default=0.2, show_default=True,
-              help="Fraction of all labeled images for test.")
-@click.option("--val-size", type=float, default=0.15, show_default=True,
-              help="Fraction of all labeled images for validation (0: none).")
+@click.option("--test-size", type=float, default=None,
+              help="Fraction of all labeled images for test. Default: 0.2.")
+@click.option("--val-size", type=float, default=None,
+              help="Fraction of all labeled images for validation (0: none). Default: 0.15.")
+@click.option("--test-per-class", type=int, default=None, metavar="N",
+              help="Instead of the fractions: N test images of every class (stratified, seeded).")
+@click.option("--val-per-class", type=int, default=None, metavar="N",
+              help="With --test-per-class: N validation images of every class. Default: 0.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; the same seed gives a byte-identical file.")
 @click.option("--hash-distance", type=click.IntRange(0, 64), default=None,
@@ -209,19 +225,28 @@ def _rel_reason(reason: str, root: Path) -> str:
 @click.option("--no-group-duplicates", is_flag=True, help="Split near-duplicate labeled images independently.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it holds a different split.")
 @fail_cleanly
-def split(root, labels, classes, out, test_size, val_size, seed, hash_distance, no_group_duplicates, force):
+def split(root, labels, classes, out, test_size, val_size, test_per_class, val_per_class, seed, hash_distance,
+          no_group_duplicates, force):
     """Make a fixed, stratified train/val/test split and write it as a CSV.
 
-    Stratified by the --classes map; deterministic (same labels + options => the same file and
-    hash). Runs record the split's sha256 and refuse to evaluate on a different one. An existing
-    --out holding a different split is kept unless --force.
+    Sizes are fractions (--test-size, --val-size) or counts per class (--test-per-class,
+    --val-per-class), not both. Stratified by the --classes map; deterministic (same labels +
+    options => the same file and hash). Runs record the split's sha256 and refuse to evaluate on
+    a different one. An existing --out holding a different split is kept unless --force.
     """
     from pseudolabel import data as D
 
+    if test_per_class is None and val_per_class is not None:
+        raise click.UsageError("--val-per-class needs --test-per-class")
+    if test_per_class is not None and (test_size is not None or val_size is not None):
+        raise click.UsageError("give sizes as fractions (--test-size/--val-size) or as counts "
+                               "(--test-per-class/--val-per-class), not both")
     with _report_warnings():
         labeled, class_map = _load_labels(root, labels, classes)
         distance = D.DEFAULT_HASH_DISTANCE if hash_distance is None else hash_distance
-        result = D.make_split(labeled, class_map, test_size, val_size, seed,
+        result = D.make_split(labeled, class_map, 0.2 if test_size is None else test_size,
+                              0.15 if val_size is None else val_size, seed,
+                              test_per_class=test_per_class, val_per_class=val_per_class,
                               hash_distance=None if no_group_duplicates else distance)
     content = result.canonical_csv().encode("utf-8")
     status = _write_unless_different(out, content, force, "split")

@@ -1,0 +1,60 @@
+"""A task: what training and evaluation need from an experiment's `data` table."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from pseudolabel.data.classes import ClassMap, resolve_class_map
+from pseudolabel.data.errors import DataError, DataWarning
+from pseudolabel.data.labels import LabeledSet, read_labels_csv
+from pseudolabel.data.splits import Split, check_split_hash, make_split, read_split
+
+
+@dataclass
+class Task:
+    """The labeled side of an experiment: data root, class map, the fixed split, labeled images."""
+
+    root: Path
+    class_map: ClassMap
+    split: Split
+    labeled: LabeledSet
+    allow_split_change: bool = False
+
+    def check_split(self, recorded_hash: str | None) -> None:
+        """Refuse to evaluate a run that recorded another split (unless allowed)."""
+        check_split_hash(recorded_hash, self.split.hash, self.allow_split_change)
+
+
+def load_task(data_cfg: Mapping[str, Any]) -> Task:
+    """Build the Task from an experiment's `data` table (see `config.EXPERIMENT_DEFAULTS`).
+
+    With a `split` file (the normal case) the split is read and checked; without one, a split
+    is made from the labels CSV with seed 0 and a warning, since results on it are not comparable
+    with anyone else's. `labeled` is the union of the split and the labels CSV, so pools exclude
+    every labeled image whichever file lists it.
+    """
+    root = Path(data_cfg["root"])
+    labels_csv = Path(data_cfg["labels"]) if data_cfg.get("labels") else None
+    labeled = read_labels_csv(labels_csv, root, check_images=False) if labels_csv and labels_csv.exists() else None
+    raw = labeled.raw_labels if labeled else ()
+    if data_cfg.get("split"):
+        split_file = Path(data_cfg["split"])
+        peek = read_split(split_file, root, check_images=False)
+        class_map = resolve_class_map(data_cfg.get("classes"), peek.labeled_set().raw_labels)
+        split = read_split(split_file, root, class_map)
+    else:
+        if labeled is None:
+            raise DataError(f"{labels_csv}: no labels CSV and no split file: give one of them")
+        class_map = resolve_class_map(data_cfg.get("classes"), raw)
+        warnings.warn(DataWarning(f"no fixed split given: splitting {labels_csv} with seed 0 "
+                                  "(write one with `pseudolabel data split` and name it in the experiment)"))
+        split = make_split(read_labels_csv(labels_csv, root, class_map), class_map, seed=0)
+    in_split = split.labeled_set()
+    if labeled is not None:
+        known = {image for image, _ in in_split.items}
+        extra = [(image, label) for image, label in labeled.items if image not in known]
+        in_split = LabeledSet(root, in_split.items + extra, source=split.source)
+    return Task(root, class_map, split, in_split, bool(data_cfg.get("allow_split_change", False)))
