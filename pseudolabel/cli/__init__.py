@@ -28,13 +28,14 @@ def main(verbose):
 def _register():
     # One line per command module; each exposes `commands`, a list of click commands/groups.
     from pseudolabel.cli import data as _data
+    from pseudolabel.cli import demo as _demo
     from pseudolabel.cli import label as _label
     from pseudolabel.cli import models as _models
     from pseudolabel.cli import report as _report
     from pseudolabel.cli import run as _run
     from pseudolabel.cli import train as _train
 
-    for module in (_data, _label, _models, _report, _run, _train):
+    for module in (_data, _demo, _label, _models, _report, _run, _train):
         for command in module.commands:
             main.add_command(command)
 
