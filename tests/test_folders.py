@@ -63,7 +63,7 @@ def test_test_folder_becomes_the_test_split_exactly(folders, tmp_path):
 def test_without_test_folder_the_split_is_stratified_and_seeded(folders, tmp_path):
     train, _ = folders
     a = import_folders(train, tmp_path / "a", test_size=0.25, val_size=0.25, seed=3)
-    b = import_folders(train, tmp_path / "b", test_size=0.25, val_size=0.25, seed=3)
+    import_folders(train, tmp_path / "b", test_size=0.25, val_size=0.25, seed=3)
     assert (tmp_path / "a" / "split.csv").read_text() == (tmp_path / "b" / "split.csv").read_text()
     counts = a.split.class_counts()
     assert counts["test"] == {"bathroom": 3, "kitchen": 3, "long living room": 3}
