@@ -13,14 +13,17 @@ One module per concern:
   rounds      teacher -> label -> student -> ... experiments, resumable
   report      compare runs: tables, ROC plots, Markdown/HTML
   rundir      run directories: config, split hash, seeds, versions, atomic writes
+  quiet       no TensorFlow banners or retracing warnings unless asked (`pseudolabel -v`)
   cli         the `pseudolabel` command, thin over the above
 """
 
 import os as _os
 
+from pseudolabel import quiet as _quiet
+
 # albumentations checks online for updates at import; this machine class is offline.
 _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-# Keep TensorFlow's C++ start-up chatter out of CLI output unless the user asks for it.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log level, unless the user set one (pseudolabel.quiet remembers which).
+_quiet.set_library_defaults()
 
 __version__ = "0.1.0"

@@ -232,8 +232,25 @@ def _row(run: LoadedRun, y, probs, base_probs, is_baseline: bool, pos, n_resampl
 
 
 def _fmt_ci(value: float, ci, signed: bool = False) -> str:
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f"{f.format(value)} [{f.format(ci[0])}, {f.format(ci[1])}]"
+    if signed:
+        return format_difference(value, ci)
+    return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def difference_decimals(*values: float) -> int:
+    """Decimals that show the largest of `values` with two significant digits (3 to 6 decimals):
+    a difference of 0.0004 [-0.0011, +0.0012] must not print as -0.000 [-0.001, +0.001]."""
+    largest = max((abs(v) for v in values if v is not None and np.isfinite(v)), default=0.0)
+    if largest == 0 or largest >= 0.01:
+        return 3
+    return int(min(6, 1 - np.floor(np.log10(largest))))
+
+
+def format_difference(value: float, ci=None) -> str:
+    """A signed difference, with its interval when given, in enough digits to read."""
+    decimals = difference_decimals(value, *(ci or ()))
+    text = f"{value:+.{decimals}f}"
+    return text if ci is None else f"{text} [{ci[0]:+.{decimals}f}, {ci[1]:+.{decimals}f}]"
 
 
 def format_p(p) -> str:
@@ -326,3 +343,62 @@ code {{ background: #f4f4f4; padding: 0 0.2em; }}
 <img alt="ROC curves" src="data:image/png;base64,{image}">
 </body></html>
 """
+
+
+# --------------------------------------------------------------------------- console summary
+
+
+def run_role(run_name: str, model: str) -> str:
+    """'teacher, tiny_cnn' / 'student round 2, efficientnet_lite1' for the run directories of
+    `rounds` (round0_teacher, round<N>_<backbone>); the backbone alone for any other run."""
+    prefix, _, rest = run_name.partition("_")
+    if prefix.startswith("round") and prefix[5:].isdigit() and rest:
+        n = int(prefix[5:])
+        return f"teacher, {model}" if n == 0 else f"student round {n}, {model}"
+    return model
+
+
+def format_results_table(summaries) -> str:
+    """An aligned console table of one comparison (a `compare_runs` summary) or of several
+    (a list of per-seed summaries of the same runs): every model, its test ROC AUC and its
+    difference to the baseline (the teacher), with 95% intervals for one summary and as
+    mean ± sd over the seeds for several."""
+    summaries = [summaries] if isinstance(summaries, dict) else list(summaries)
+    if not summaries:
+        raise ReportError("no summaries to tabulate")
+    baseline = summaries[0]["baseline"]
+    if len(summaries) == 1:
+        header = ["run", "model", "test ROC AUC [95% CI]", f"ΔAUC vs {baseline} [95% CI]"]
+        body = [[row["run"], run_role(row["run"], row["model"]), _fmt_ci(row["roc_auc"], row["roc_auc_ci"]),
+                 "baseline" if row["baseline"] else format_difference(row["delta_auc"], row["delta_auc_ci"])]
+                for row in summaries[0]["rows"]]
+    else:
+        header = ["run", "model", "seeds", "test ROC AUC mean ± sd", f"ΔAUC vs {baseline} mean ± sd", "ahead"]
+        body = [_seed_cells(name, rows) for name, rows in _rows_by_run(summaries).items()]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines) + "\n"
+
+
+def _rows_by_run(summaries: list[dict]) -> dict[str, list[dict]]:
+    by_run: dict[str, list[dict]] = {}
+    for summary in summaries:
+        for row in summary["rows"]:
+            by_run.setdefault(row["run"], []).append(row)
+    return by_run
+
+
+def _seed_cells(name: str, rows: list[dict]) -> list[str]:
+    auc = np.array([r["roc_auc"] for r in rows], float)
+    cells = [name, run_role(name, rows[0]["model"]), str(len(rows)), f"{auc.mean():.3f} ± {_sd(auc):.3f}"]
+    deltas = np.array([r["delta_auc"] for r in rows if not r["baseline"]], float)
+    if len(deltas) == 0:
+        return cells + ["baseline", ""]
+    decimals = difference_decimals(deltas.mean(), _sd(deltas))
+    return cells + [f"{deltas.mean():+.{decimals}f} ± {_sd(deltas):.{decimals}f}",
+                    f"{int((deltas > 0).sum())}/{len(deltas)}"]
+
+
+def _sd(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0

@@ -1,7 +1,13 @@
 """Small synthetic image sets for tests and `pseudolabel demo`.
 
-Two (or more) visually separable classes: class k gets stripes at its own angle and its own colour
-cast, plus noise, so a tiny model can learn them in seconds while the task is not trivial.
+Two kinds of images:
+- "stripes" (tests): class k gets stripes at its own angle and its own colour cast, plus noise,
+  so a tiny model learns them in seconds.
+- "texture" (the demo): the class is only the fineness of a faint grating (class k: a period of
+  about 8 / 1.8**k pixels), drawn on a patch of random place, size, colours and contrast over
+  a random background with blobs and heavy noise. Colour, position and scale say nothing about
+  the class, so a model that sees a few dozen labeled images latches onto them, while hundreds
+  of (pseudo-)labeled ones teach it to look at the texture: the task where Noisy Student helps.
 """
 
 from __future__ import annotations
@@ -24,6 +30,32 @@ def synthetic_image(class_index: int, rng: np.random.Generator, size: int = 32) 
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def texture_image(class_index: int, rng: np.random.Generator, size: int = 32, *, period_ratio: float = 1.8,
+                  contrast=(20, 45), noise=(12, 28)) -> np.ndarray:
+    """One HxWx3 uint8 "texture" image of class `class_index` (see the module docstring): the
+    grating's period shrinks by `period_ratio` per class; its amplitude and the pixel noise's
+    standard deviation are drawn from the `contrast` and `noise` ranges (the task's difficulty)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    base, tint = rng.uniform(40, 215, 3), rng.uniform(-60, 60, 3)
+    ramp = (np.cos(rng.uniform(0, 2 * np.pi)) * xx + np.sin(rng.uniform(0, 2 * np.pi)) * yy) / size
+    img = base + ramp[..., None] * tint
+    for _ in range(int(rng.integers(3, 6))):  # blobs: colour and shape clutter with no class
+        cy, cx, r = rng.uniform(0, size, 2).tolist() + [rng.uniform(2, size / 4)]
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 255, 3)
+    period = 8.0 / period_ratio ** class_index * rng.uniform(0.85, 1.15)
+    angle = rng.uniform(0, np.pi)
+    grating = np.sin(2 * np.pi * (np.cos(angle) * xx + np.sin(angle) * yy) / period + rng.uniform(0, 2 * np.pi))
+    half = rng.uniform(0.3, 0.5) * size
+    cy, cx = rng.uniform(half, size - half, 2)
+    patch = (np.abs(yy - cy) < half) & (np.abs(xx - cx) < half)
+    img[patch] += (grating[patch] * rng.uniform(*contrast))[:, None] * rng.uniform(0.3, 1.0, 3)
+    img += rng.normal(0, rng.uniform(*noise), (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+IMAGE_KINDS = {"stripes": synthetic_image, "texture": texture_image}
+
+
 def write_synthetic_dataset(
     root: str | Path,
     n_labeled: int = 40,
@@ -32,25 +64,28 @@ def write_synthetic_dataset(
     size: int = 32,
     seed: int = 0,
     letters: str = "MO",
+    kind: str = "stripes",
 ) -> Path:
     """Write a House-Rooms-shaped tree under `root` and return the labels CSV path.
 
     root/Labeled/img_{i}.jpg (labeled, listed in root/labels.csv with class letters from `letters`),
-    root/Pool/img_{i}.jpg (unlabeled pool of the same classes, unlisted).
+    root/Pool/img_{i}.jpg (unlabeled pool of the same classes, unlisted). `kind`: "stripes" or
+    "texture" (see the module docstring).
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
+    draw = IMAGE_KINDS[kind]
     (root / "Labeled").mkdir(parents=True, exist_ok=True)
     (root / "Pool").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n_labeled):
         k = i % n_classes
         rel = f"Labeled/img_{i + 1}.jpg"
-        Image.fromarray(synthetic_image(k, rng, size)).save(root / rel, quality=95)
+        Image.fromarray(draw(k, rng, size)).save(root / rel, quality=95)
         rows.append((rel, letters[k]))
     for i in range(n_unlabeled):
         k = int(rng.integers(n_classes))
-        Image.fromarray(synthetic_image(k, rng, size)).save(root / f"Pool/img_{i + 1}.jpg", quality=95)
+        Image.fromarray(draw(k, rng, size)).save(root / f"Pool/img_{i + 1}.jpg", quality=95)
     labels = root / "labels.csv"
     with open(labels, "w", newline="") as f:
         writer = csv.writer(f)

@@ -211,10 +211,11 @@ def test_mirrored_on_two_cpus_updates_as_one_device_and_runs_an_experiment(one_d
     assert_same_training(out, one_device)
     # The whole experiment trained its teacher and student on two replicas, per-replica batches.
     runs = tmp_path / "demo" / "runs"
-    for name in ("round0_teacher", "round1_tiny_cnn"):
+    # The demo's recipes: teacher batch 8, student batch 16 per replica.
+    for name, global_batch in (("round0_teacher", 16), ("round1_tiny_cnn", 32)):
         record = json.loads((runs / name / "metrics.json").read_text())["distribute"]
-        assert record == {"strategy": "MirroredStrategy", "replicas": 2, "global_batch_size": 32, "lr_scale": 2,
-                          "dtype_policy": "float32"}
+        assert record == {"strategy": "MirroredStrategy", "replicas": 2, "global_batch_size": global_batch,
+                          "lr_scale": 2, "dtype_policy": "float32"}
     assert (runs / "report" / "compare.md").exists()
 
 

@@ -152,3 +152,53 @@ def test_cli_help_does_not_import_tensorflow():
 def test_compare_is_registered_in_the_main_command():
     cli = pytest.importorskip("pseudolabel.cli", reason="other CLI modules not importable yet")
     assert "compare" in cli.main.commands
+
+
+def test_small_differences_keep_significant_digits():
+    assert report.format_difference(-0.0004, [-0.0011, 0.0012]) == "-0.0004 [-0.0011, +0.0012]"
+    assert report.format_difference(0.058, [0.01, 0.11]) == "+0.058 [+0.010, +0.110]"
+    assert report.format_difference(0.0) == "+0.000"
+    assert report.format_difference(2e-9, [-1e-8, 1e-8]) == "+0.000000 [-0.000000, +0.000000]"  # capped
+
+
+def test_markdown_shows_a_tiny_difference_readably(runs, tmp_path):
+    result = report.compare_runs(runs, tmp_path / "c", n_resamples=100)
+    result["rows"][1].update(delta_auc=-0.0004, delta_auc_ci=[-0.0011, 0.0012])
+    assert "-0.0004 [-0.0011, +0.0012]" in report.markdown_table(result)
+
+
+def test_results_table_is_aligned_and_names_every_model(runs, tmp_path):
+    result = report.compare_runs(runs, tmp_path / "c", n_resamples=100)
+    lines = report.format_results_table(result).splitlines()
+    assert len(lines) == 4  # header, rule, two models
+    teacher, student = lines[2], lines[3]
+    assert teacher.startswith("teacher ") and "baseline" in teacher
+    row = result["rows"][1]
+    assert student.startswith("student_r1 ") and report.format_difference(row["delta_auc"], row["delta_auc_ci"]) in student
+    column = lines[0].index("ΔAUC vs teacher")
+    assert teacher.index("baseline") == column and student.index(f"{row['delta_auc']:+.3f}") == column
+
+
+def test_results_table_names_rounds_and_summarises_seeds(tmp_path):
+    summaries = []
+    for seed, separation in enumerate([1.0, 1.5, 2.0]):
+        teacher = make_run(tmp_path / f"s{seed}" / "round0_teacher", 0.5, label_seed=seed)
+        student = make_run(tmp_path / f"s{seed}" / "round1_efficientnet_lite0", separation, label_seed=seed)
+        summaries.append(report.compare_runs([teacher, student], tmp_path / f"s{seed}" / "report", n_resamples=100))
+    table = report.format_results_table(summaries)
+    assert "teacher, efficientnet_lite0" in table and "student round 1, efficientnet_lite0" in table
+    deltas = np.array([s["rows"][1]["delta_auc"] for s in summaries])
+    student_line = table.splitlines()[3]
+    assert f"{deltas.mean():+.3f} ± {deltas.std(ddof=1):.3f}" in student_line
+    assert f"{(deltas > 0).sum()}/3" in student_line
+    assert " 3 " in student_line  # seeds
+    assert report.format_results_table(summaries[:1]) == report.format_results_table(summaries[0])
+
+
+def test_cli_compare_json_prints_the_summary(runs, tmp_path):
+    result = CliRunner().invoke(compare, [str(runs[0]), str(runs[1]), "--out", str(tmp_path / "j"),
+                                          "--resamples", "100", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["baseline"] == "teacher" and [r["run"] for r in summary["rows"]] == ["teacher", "student_r1"]
+    assert summary == json.loads((tmp_path / "j" / "compare.json").read_text())

@@ -13,18 +13,24 @@ from pseudolabel.cli.common import GuardedGroup
 
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pseudolabel")
-def main():
+@click.option("-v", "--verbose", is_flag=True,
+              help="Show TensorFlow's start-up banners and retracing warnings (hidden by default).")
+def main(verbose):
     """Semi-supervised pseudo-labeling (Noisy Student) for image classification.
 
     Typical flow: `data split` once, `teach` a supervised teacher, `label` the unlabeled pools,
     train a `student` on labeled + pseudo-labeled images, `compare` the runs. `run` does all of
     it for an experiment file; `demo` shows it end to end on synthetic images in a few minutes.
     """
+    from pseudolabel import quiet
+
+    quiet.verbose_tensorflow() if verbose else quiet.quiet_tensorflow()
 
 
 def _register():
     # One line per command module; each exposes `commands`, a list of click commands/groups.
     from pseudolabel.cli import data as _data
+    from pseudolabel.cli import demo as _demo
     from pseudolabel.cli import label as _label
     from pseudolabel.cli import models as _models
     from pseudolabel.cli import predict as _predict
@@ -33,7 +39,7 @@ def _register():
     from pseudolabel.cli import serve as _serve
     from pseudolabel.cli import train as _train
 
-    for module in (_data, _label, _models, _predict, _report, _run, _serve, _train):
+    for module in (_data, _demo, _label, _models, _predict, _report, _run, _serve, _train):
         for command in module.commands:
             main.add_command(command)
 

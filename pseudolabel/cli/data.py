@@ -307,4 +307,51 @@ def import_letters(letters, folder, out, root, skip, missing, force):
                f"{len(skip)} skipped, {len(missing)} missing")
 
 
+@data.command("import-folders")
+@click.argument("train_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--test-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder per class of test images: the test split, as it is. Default: a stratified, "
+                   "seeded --test-size part of TRAIN_DIR.")
+@click.option("--val-size", type=float, default=0.15, show_default=True,
+              help="Fraction of the (kept) training images set aside for validation.")
+@click.option("--test-size", type=float, default=0.2, show_default=True,
+              help="Without --test-dir: fraction of TRAIN_DIR that becomes the test split.")
+@click.option("--labels-per-class", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Keep N labeled images per class (train + val); the rest of TRAIN_DIR becomes an unlabeled "
+                   "pool whose true labels are written aside (pool_truth.csv).")
+@click.option("--pool", "pools", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A folder of unlabeled images (recursive) to pseudo-label. Repeatable.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of --labels-per-class.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write labels.csv, split.csv, recipes/ and experiment.toml into.")
+@click.option("--force", is_flag=True, help="Overwrite files of an earlier, different import in --out.")
+@fail_cleanly
+def import_folders(train_dir, test_dir, val_size, test_size, labels_per_class, pools, seed, out, force):
+    """Import a folder-per-class data set (TRAIN_DIR/<class>/*.jpg) as a ready experiment.
+
+    Class names are the folder names. Writes the labels CSV, the fixed split, copies of the
+    shipped EfficientNet-Lite0 teacher and student recipes, and an experiment file (absolute
+    paths) that `pseudolabel run OUT/experiment.toml` runs as it is. Unreadable images are
+    skipped and listed.
+    """
+    from pseudolabel.data.folders import import_folders as run_import
+
+    result = run_import(train_dir, out, test_dir=test_dir, val_size=val_size, test_size=test_size,
+                        labels_per_class=labels_per_class, pools=pools, seed=seed, force=force)
+    names = list(result.split.class_map.names)
+    click.echo(f"wrote {result.out}: labels.csv, split.csv, recipes/, experiment.toml"
+               f"{', ' + result.truth.name if result.truth else ''}; {len(names)} classes")
+    click.echo("\n".join(_split_table(result.split.sizes(), result.split.class_counts(), names)))
+    for pool in result.pools:
+        held = f" ({_counts(result.pool_counts)} held-back labels in {result.truth.name})" if "truth" in pool else ""
+        click.echo(f"pool {pool['name']}: {pool['path']}{held}")
+    if result.skipped:
+        click.echo(f"skipped {len(result.skipped)} unreadable image(s):")
+        for path, reason in result.skipped[:_MAX_LISTED]:
+            click.echo(f"  {path}: {reason}")
+        if len(result.skipped) > _MAX_LISTED:
+            click.echo(f"  ... and {len(result.skipped) - _MAX_LISTED} more")
+    click.echo(f"next: pseudolabel run {result.experiment}")
+
+
 commands = [data]

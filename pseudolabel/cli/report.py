@@ -19,8 +19,10 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resamples.")
 @click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Data root the test image names are relative to, for visual.html's thumbnails "
-                   "[default: found from the runs' experiment or pools].")
-def compare(run_dirs, out_dir, baseline, resamples, seed, image_root):
+                   "[default: the data root the runs recorded].")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the summary (what compare.json holds) as JSON on stdout instead of the table.")
+def compare(run_dirs, out_dir, baseline, resamples, seed, image_root, as_json):
     """Compare evaluated runs (RUN_DIR...) on the same test images.
 
     Each RUN_DIR needs provenance.json and test_predictions.csv (as written by `teach` and
@@ -30,6 +32,8 @@ def compare(run_dirs, out_dir, baseline, resamples, seed, image_root):
     images per round (surest, least sure, flipped), class shares, training curves and the
     misclassified test images.
     """
+    import json
+
     from pseudolabel import evaluation, report
 
     out_dir = out_dir or Path(run_dirs[0]).resolve().parent / "compare"
@@ -38,6 +42,9 @@ def compare(run_dirs, out_dir, baseline, resamples, seed, image_root):
                                      image_root=image_root)
     except (report.ReportError, evaluation.EvaluationError) as err:
         raise click.ClickException(str(err)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+        return
     click.echo(report.markdown_table(result))
     for sentence in report.summary_sentences(result)[1:]:
         click.echo(sentence)

@@ -65,23 +65,4 @@ def _seeds(text: str | None) -> list[int] | None:
     return seeds
 
 
-@click.command()
-@click.option("--out", type=click.Path(file_okay=False), default="pseudolabel-demo", show_default=True,
-              help="Directory for the demo's data, recipes, experiment and runs.")
-@click.option("--labeled", default=120, show_default=True, help="Number of labeled synthetic images.")
-@click.option("--unlabeled", default=240, show_default=True, help="Number of unlabeled synthetic images.")
-@click.option("--epochs", default=8, show_default=True, help="Student epochs (the teacher gets twice as many).")
-@click.option("--seed", default=0, show_default=True, help="Seed for the data, split and training.")
-@fail_cleanly
-def demo(out, labeled, unlabeled, epochs, seed):
-    """Run the whole method on synthetic images in a few minutes on a CPU.
-
-    Writes a tiny two-class image set, its split, a teacher and a student recipe (a tiny CNN at
-    32 px) and an experiment file into OUT, then runs it like `pseudolabel run OUT/experiment.toml`.
-    """
-    from pseudolabel.demo import run_demo
-
-    run_demo(out, n_labeled=labeled, n_unlabeled=unlabeled, epochs=epochs, seed=seed)
-
-
-commands = [run, demo]
+commands = [run]

@@ -18,6 +18,8 @@ TensorFlow. Pixels are only touched through `pseudolabel.images`.
   drops every labeled image and every near-duplicate (perceptual hash) of ANY labeled image --
   train, val or test: a test image must never reach training through a pool -- and skips
   unreadable files (listed, never fatal).
+- A folder-per-class data set (`folders`, the Keras `image_dataset_from_directory` layout)
+  becomes a labels CSV, a split and a ready experiment file (`import_folders`).
 - `summary` describes all of it (`pseudolabel data summary`); `task` builds what training and
   evaluation need from an experiment's `data` table.
 
@@ -35,6 +37,7 @@ from pseudolabel.data.duplicates import (DEFAULT_HASH_DISTANCE, DEFAULT_MIN_INLI
                                          match_keypoints, match_near_duplicates, min_hash_distances,
                                          read_signature_image)
 from pseudolabel.data.errors import DataError, DataWarning, problems_error
+from pseudolabel.data.folders import FolderImport, class_folders, import_folders
 from pseudolabel.data.labels import (LabeledSet, check_rows, format_problems, read_csv_rows, read_labels_csv,
                                      write_labels_csv)
 from pseudolabel.data.letters import HOUSE_ROOMS_LETTER_FIXES, labels_from_letters
@@ -66,4 +69,6 @@ __all__ = [
     "LABELED", "NEAR_DUPLICATE", "IN_EARLIER_POOL",
     # summary, task
     "summarize", "Task", "load_task",
+    # folders
+    "FolderImport", "class_folders", "import_folders",
 ]
