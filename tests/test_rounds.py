@@ -102,6 +102,10 @@ def test_rounds_option_runs_only_the_first_rounds(tmp_path):
     experiment_file = _two_round_demo(tmp_path)
     result = CliRunner().invoke(main, ["run", str(experiment_file), "--rounds", "1"])
     assert result.exit_code == 0, result.output
+    table = result.output.strip().split("\n\n")[-1].splitlines()   # the results table ends the output
+    assert table[0].split()[:2] == ["run", "model"]
+    assert [line.split()[0] for line in table[2:]] == ["round0_teacher", "baseline_probe", "baseline_self_training",
+                                                       "round1_tiny_cnn"]
     out = tmp_path / "demo" / "runs"
     assert (out / "round1_tiny_cnn" / "metrics.json").exists() and not (out / "round2_tiny_cnn").exists()
 

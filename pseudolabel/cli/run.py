@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -24,10 +25,12 @@ from pseudolabel.cli.common import fail_cleanly, restart_option, strategy_option
               help="Repeat the whole chain for these seeds (e.g. 0,1,2,3,4), each in OUTPUT/seed-<s>/, and "
                    "summarise them (mean ± sd, paired differences) in OUTPUT/report/seeds.md. "
                    "Default: the experiment's `seeds`, else one chain.")
+@click.option("--json", "as_json", is_flag=True,
+              help="End with the report's summary as JSON on stdout (for scripts) instead of the table.")
 @restart_option
 @strategy_option
 @fail_cleanly
-def run(experiment, pools, glob, root, output, rounds, seeds, restart, strategy):
+def run(experiment, pools, glob, root, output, rounds, seeds, as_json, restart, strategy):
     """Run an EXPERIMENT file: teacher -> pseudo-labels -> student -> ... -> report.
 
     Every round is evaluated on the fixed test split. Rerunning the same command resumes: a
@@ -49,8 +52,17 @@ def run(experiment, pools, glob, root, output, rounds, seeds, restart, strategy)
     exp = load_experiment(experiment, overrides=overrides or None)   # every recipe checked: before any work
     extra = tuple(PoolConfig(name=Path(p).name, path=str(Path(p).resolve()), glob=glob) for p in pools)
     strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
-    run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds,
-                   seeds=_seeds(seeds))
+    summary = run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds,
+                             seeds=_seeds(seeds))
+    if summary is None:   # a non-chief worker: no report
+        return
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        return
+    from pseudolabel.report import format_results_table
+
+    per_seed = [summary[s] for s in summary if s != "seeds"] if "seeds" in summary else summary
+    click.echo("\n" + format_results_table(per_seed))
 
 
 def _seeds(text: str | None) -> list[int] | None:
