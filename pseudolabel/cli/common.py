@@ -61,6 +61,13 @@ def pseudo_config(experiment, flags: dict | None = None):
     return validate(PseudoConfig, {**pseudo.model_dump(), **(flags or {})}, source="the command line")
 
 
+def overrides_option(example: str):
+    """--set KEY=VALUE (repeatable): a recipe value overridden, checked like the file (`parse_overrides`)."""
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                        help=f"Override a recipe value, e.g. {example} (values are TOML: numbers, true/false, "
+                             "\"strings\"; bare words are strings). Repeatable.")
+
+
 def restart_option(func):
     """--restart: start over a run whose recorded config or split differs (else such a run is refused)."""
     return click.option(

@@ -11,6 +11,7 @@ from pseudolabel.cli.common import (
     data_config,
     data_options,
     fail_cleanly,
+    overrides_option,
     parse_overrides,
     pseudo_config,
     restart_option,
@@ -31,9 +32,7 @@ def load_task_from_flags(data_kwargs: dict):
 @data_options
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run directory. Rerunning with the same one resumes, or only reports a finished run.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe value, e.g. --set train.phase1_epochs=3 --set train.phase2_epochs=0 "
-                   "(TOML values; bare words are strings). Repeatable.")
+@overrides_option("--set train.phase1_epochs=3 --set train.phase2_epochs=0")
 @restart_option
 @strategy_option
 @fail_cleanly
@@ -110,9 +109,7 @@ def probe(backbone, image_size, weights, cv, seed, batch_size, out, restart, **d
               help="Balance the predicted classes, duplicating images of short ones (default on).")
 @click.option("--ratio", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pseudo-labeled batch size as a multiple of the labeled one (recipe train.unlabeled_ratio).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a recipe value, e.g. --set train.epochs=3 --set noise.randaugment_magnitude=9 "
-                   "(values are TOML: numbers, true/false, \"strings\"). Repeatable.")
+@overrides_option("--set train.epochs=3 --set noise.randaugment_magnitude=9")
 @restart_option
 @strategy_option
 @fail_cleanly
