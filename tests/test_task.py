@@ -28,11 +28,17 @@ def test_load_task_without_split_warns_and_splits(synthetic_root):
     assert sum(task.split.sizes().values()) == 40
 
 
-def test_labeled_images_outside_the_split_still_count_as_labeled(synthetic_root):
+def test_labels_added_after_the_split_join_its_train_part(synthetic_root):
     class_map = resolve_class_map(CLASSES)
     labeled = read_labels_csv(synthetic_root / "labels.csv", class_map=class_map)
+    full = make_split(labeled, class_map, seed=0)
     split = make_split(labeled, class_map, seed=0)
-    split.items = split.items[:-1]  # the split forgot one labeled image
+    forgotten = next(item for item in split.items if item[2] == "train")
+    split.items = [item for item in split.items if item != forgotten]  # labeled after the split was written
     write_split(split, synthetic_root / "split.csv")
-    task = load_task(_cfg(synthetic_root, split=str(synthetic_root / "split.csv")))
-    assert len(task.labeled) == 40  # pools still exclude it
+    with pytest.warns(DataWarning, match=r"1 labeled image\(s\) not in the split .* join its train part"):
+        task = load_task(_cfg(synthetic_root, split=str(synthetic_root / "split.csv")))
+    assert len(task.labeled) == 40                       # pools exclude it
+    assert task.split.sizes() == full.sizes()            # it trains; val and test are as written
+    assert task.split.subset("test")[0] == full.subset("test")[0]
+    assert task.split.hash != split.hash                 # runs see that the training data changed

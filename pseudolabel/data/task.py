@@ -54,9 +54,25 @@ def load_task(data_cfg: Mapping[str, Any]) -> Task:
         warnings.warn(DataWarning(f"no fixed split given: splitting {labels_csv} with seed 0 "
                                   "(write one with `pseudolabel data split` and name it in the experiment)"))
         split = make_split(read_labels_csv(labels_csv, root, class_map), class_map, seed=0)
+    if labeled is not None:
+        split = with_new_labels(split, labeled, class_map, labels_csv)
     in_split = split.labeled_set()
     if labeled is not None:
         known = {image for image, _ in in_split.items}
         extra = [(image, label) for image, label in labeled.items if image not in known]
         in_split = LabeledSet(root, in_split.items + extra, source=split.source)
     return Task(root, class_map, split, in_split, labels_csv if labeled is not None else None)
+
+
+def with_new_labels(split: Split, labeled: LabeledSet, class_map: ClassMap, labels_csv: Path) -> Split:
+    """The split with the labels CSV's images that it does not hold (labels added since it was
+    written, e.g. by `pseudolabel serve`'s "label next") in its TRAIN part: more labels train the
+    next run, and the val and test parts stay exactly as they are. Its hash changes with them."""
+    known = {image for image, _, _ in split.items}
+    new = [(image, label, "train") for image, label in labeled.items
+           if image not in known and label in class_map.mapping]
+    if not new:
+        return split
+    warnings.warn(DataWarning(f"{labels_csv}: {len(new)} labeled image(s) not in the split {split.source} join "
+                              "its train part (val and test are unchanged)"))
+    return Split(split.root, split.items + new, class_map, source=split.source)
