@@ -84,12 +84,13 @@ def cached_features(path, key: dict, compute) -> tuple[dict[str, np.ndarray], bo
     there atomically. Returns (features, reused). A damaged cache is computed again."""
     path = Path(path)
     key_text = json.dumps(key, sort_keys=True)
-    try:
-        with np.load(path) as npz:
-            if str(npz["key"]) == key_text:
-                return {k: npz[k] for k in npz.files if k != "key"}, True
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        pass   # none yet, or unreadable: compute
+    if path.exists():
+        try:
+            with np.load(path) as npz:
+                if str(npz["key"]) == key_text:
+                    return {k: npz[k] for k in npz.files if k != "key"}, True
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            print(f"{path}: damaged ({type(e).__name__}); computing the features again")
     features = compute()
     with atomic_path(path) as tmp:
         np.savez(tmp, key=np.array(key_text), **features)

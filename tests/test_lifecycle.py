@@ -139,3 +139,17 @@ def test_a_finished_run_is_not_reported_for_other_classes(tmp_path, task, recipe
                                        "positive": "old"})
     with pytest.raises(RunChangedError, match="was started with classes"):
         train_teacher(recipe, data.Task(task.root, other, task.split, task.labeled), run_dir, verbose=0)
+
+
+def test_a_damaged_feature_cache_is_named_and_computed_again(tmp_path, capsys):
+    import numpy as np
+
+    from pseudolabel.features import cached_features
+
+    path = tmp_path / "features.npz"
+    features, reused = cached_features(path, {"k": 1}, lambda: {"x": np.ones(3)})
+    assert not reused and cached_features(path, {"k": 1}, lambda: {"x": np.zeros(3)})[1]
+    path.write_bytes(path.read_bytes()[:40])
+    features, reused = cached_features(path, {"k": 1}, lambda: {"x": np.zeros(3)})
+    assert not reused and features["x"].sum() == 0
+    assert f"{path}: damaged" in capsys.readouterr().out
