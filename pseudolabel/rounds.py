@@ -121,7 +121,7 @@ def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy
 
     options = dict(strategy=strategy, restart=restart)
     teacher = TeacherRun(experiment.teacher_recipe, task, out / "round0_teacher", **options)
-    runs = [teacher, *plan_baselines(experiment, task, out, pool_configs, restart=restart)]
+    runs = [teacher, *plan_baselines(experiment, task, out, pool_configs, **options)]
     recipes = experiment.student_recipes if rounds is None else experiment.student_recipes[:rounds]
     for i, recipe in enumerate(recipes, start=1):
         round_dir = out / f"round{i}_{recipe.model.backbone}"
@@ -136,20 +136,21 @@ def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy
     return runs
 
 
-def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, restart: bool) -> list:
+def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, strategy, restart: bool) -> list:
     """The linear probe and the probe self-trained on the pools (`[baselines]`), on the features
     of the teacher's backbone: what every semi-supervised gain is stated against too."""
     from pseudolabel.config import ProbeConfig, SelfTrainingConfig
     from pseudolabel.probe import ProbeRun, SelfTrainingRun
 
     settings = dict(model=experiment.teacher_recipe.model, seed=experiment.teacher_recipe.train.seed)
+    options = dict(strategy=strategy, restart=restart)   # the strategy says where this worker writes
     baselines = []
     if experiment.baselines.probe:
-        baselines.append(ProbeRun(ProbeConfig(**settings), task, out / "baseline_probe", restart=restart))
+        baselines.append(ProbeRun(ProbeConfig(**settings), task, out / "baseline_probe", **options))
     if experiment.baselines.self_training:
         origin = [p.model_dump(mode="json") for p in pool_configs]
         baselines.append(SelfTrainingRun(SelfTrainingConfig(**settings), task, out / "baseline_self_training",
-                                         origin=origin, restart=restart))
+                                         origin=origin, **options))
     return baselines
 
 
