@@ -50,7 +50,7 @@ def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...
     if not seeds:
         return run_chain(experiment, **options)
     summaries = {}
-    with RunLock.for_directory(distribute.worker_dir(Path(experiment.output), options["strategy"])):
+    with experiment_lock(Path(experiment.output), options["strategy"]):
         for seed in seeds:
             print(f"== seed {seed} of {seeds}")
             summaries[seed] = run_chain(with_seed(experiment, seed), **options)
@@ -79,8 +79,18 @@ def run_chain(experiment: Experiment, *, extra_pools=(), strategy=None, restart:
     runs = plan_runs(experiment, task, out, pool_configs, strategy=strategy, restart=restart, rounds=rounds)
     for run in runs:
         run.status()   # refuses a changed run before any work (unless restart)
-    with RunLock.for_directory(distribute.worker_dir(out, strategy)):   # one process per experiment output
+    with experiment_lock(out, strategy):
         return run_rounds(experiment, runs, task, pool_configs, strategy, started)
+
+
+def experiment_lock(out: Path, strategy):
+    """One process per experiment output: its lock, held by the chief (the other workers of a
+    multi-worker run share the output by design and lock their own run directories)."""
+    import contextlib
+
+    from pseudolabel import distribute
+
+    return RunLock.for_directory(out) if distribute.is_chief(strategy) else contextlib.nullcontext()
 
 
 def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy, started: float) -> dict | None:
