@@ -27,13 +27,15 @@ import math
 import os
 import random
 import threading
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no online version check at import
-
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+# albumentations (and OpenCV) are imported where a policy is built, not here: reading a recipe
+# checks its augmentation names against this registry, and must stay fast (no 2 s import).
+if TYPE_CHECKING:
+    import albumentations as A
 
 MAX_MAGNITUDE = 30.0  # RandAugment's scale as Noisy Student uses it (B7 students: 27)
 _GREY = (128, 128, 128)  # RandAugment fills uncovered pixels with grey
@@ -62,6 +64,8 @@ def get_augment(
     name: str, image_size: int | Sequence[int], magnitude: float = 0.0, seed: int | None = 0, **options
 ) -> "Augmenter":
     """The augmentation `name` as a callable `aug(image, seed=None) -> image` (uint8 HxWx3)."""
+    import albumentations as A
+
     if name not in _REGISTRY:
         raise KeyError(f"unknown augmentation {name!r}; known: {', '.join(list_augments())}")
     if not 0 <= magnitude <= MAX_MAGNITUDE:
@@ -113,22 +117,30 @@ def _hw(image_size) -> tuple[int, int]:
 
 @register_augment("none")
 def _none(size, magnitude):
+    import albumentations as A
+
     return A.NoOp(p=1.0)
 
 
 @register_augment("flip")
 def _flip(size, magnitude):
+    import albumentations as A
+
     return A.HorizontalFlip(p=0.5)
 
 
 @register_augment("teacher")
-def _teacher(size, magnitude, *, fill_mode: int = cv2.BORDER_REPLICATE):
+def _teacher(size, magnitude, *, fill_mode: int | None = None):
     """Keras ImageDataGenerator(rotation_range=20, zoom_range=0.15, width/height_shift_range=0.2,
     shear_range=0.15, horizontal_flip=True, brightness_range=(0.8, 1.2)), fill_mode 'nearest'.
 
     Keras reads shear_range in degrees (0.15 deg is no shear at all); the tutorial meant a visible
     shear, so 0.15 rad (8.6 deg) here. Brightness is multiplicative, as in Keras.
     """
+    import albumentations as A
+    import cv2
+
+    fill_mode = cv2.BORDER_REPLICATE if fill_mode is None else fill_mode
     return A.Compose([
         A.Affine(rotate=(-20, 20), scale=(0.85, 1.15), translate_percent=(-0.2, 0.2),
                  shear=(-math.degrees(0.15), math.degrees(0.15)), border_mode=fill_mode, p=1.0),
@@ -145,6 +157,8 @@ def _randaugment(size, magnitude, *, num_ops: int = 2, crop_scale=(0.6, 1.0), fl
     horizontal flip, the standard training noise that Noisy Student keeps even for students
     without RandAugment.
     """
+    import albumentations as A
+
     ops = randaugment_ops(magnitude)
     stages = [A.RandomResizedCrop(size=size, scale=tuple(crop_scale), ratio=(3 / 4, 4 / 3), p=1.0)]
     if flip:
@@ -161,6 +175,9 @@ def randaugment_ops(magnitude: float) -> list[A.BasicTransform]:
     solarize threshold 256(1-m), posterize to 8-4m bits, colour/contrast/brightness x(1 +- 0.9m),
     sharpen alpha up to 0.9m; autocontrast, equalize and identity have no magnitude.
     """
+    import albumentations as A
+    import cv2
+
     m = magnitude / MAX_MAGNITUDE
     if m <= 0:
         return []

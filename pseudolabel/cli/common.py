@@ -90,20 +90,25 @@ def strategy_option(func):
     )(func)
 
 
+# The project's own errors, by the module that defines them: an error of a class can only have been
+# raised if its module was imported, so the guard looks only in those (importing the others, e.g.
+# scipy through evaluation, would cost seconds on every config error).
+EXPECTED_ERRORS = (
+    ("pseudolabel.config.loading", "ConfigError"), ("pseudolabel.data.errors", "DataError"),
+    ("pseudolabel.images", "ImageError"), ("pseudolabel.rundir", "RunDirError"),
+    ("pseudolabel.evaluation.metrics", "EvaluationError"), ("pseudolabel.report", "ReportError"),
+    ("pseudolabel.backbones.weights", "WeightsFileError"), ("pseudolabel.backbones.weights", "WeightsUnavailableError"),
+    ("pseudolabel.backbones.torch_legacy", "TorchFormatError"),
+    ("pseudolabel.backbones.torch_legacy", "UnsafePickleError"),
+)
+
+
 def expected_errors() -> tuple[type[BaseException], ...]:
     """The project's own errors: bad input, bad config, a damaged or busy file, unavailable
     weights. Their messages are written for the user: shown as they are, no traceback, no log."""
-    from pseudolabel.backbones.torch_legacy import TorchFormatError, UnsafePickleError
-    from pseudolabel.backbones.weights import WeightsFileError, WeightsUnavailableError
-    from pseudolabel.config import ConfigError
-    from pseudolabel.data import DataError
-    from pseudolabel.evaluation import EvaluationError
-    from pseudolabel.images import ImageError
-    from pseudolabel.report import ReportError
-    from pseudolabel.rundir import RunDirError
+    import sys
 
-    return (ConfigError, DataError, ImageError, RunDirError, EvaluationError, ReportError, WeightsFileError,
-            WeightsUnavailableError, TorchFormatError, UnsafePickleError)
+    return tuple(getattr(sys.modules[module], name) for module, name in EXPECTED_ERRORS if module in sys.modules)
 
 
 def os_error_message(error: OSError) -> str:
