@@ -64,12 +64,16 @@ def test_run_command_adds_a_pool(tmp_path):
 
 def _two_round_demo(tmp_path):
     """The demo with a second student round (the same recipe, copied)."""
+    import re
+
     experiment_file = write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=20, epochs=1)
     recipes = tmp_path / "demo" / "recipes"
     (recipes / "student2.toml").write_text((recipes / "student.toml").read_text())
-    text = experiment_file.read_text().replace('recipes = ["recipes/student.toml"]',
-                                               'recipes = ["recipes/student.toml", "recipes/student2.toml"]')
+    text, n = re.subn(r'^recipes = \[(.*)\]$', lambda m: f'recipes = [{m.group(1)}, "{recipes / "student2.toml"}"]',
+                      experiment_file.read_text(), flags=re.M)
+    assert n == 1
     experiment_file.write_text(text)
+    assert len(load_experiment(experiment_file).student_recipes) == 2
     return experiment_file
 
 
