@@ -79,7 +79,7 @@ def test_labels_per_class_keeps_n_and_sends_the_rest_to_a_pool_with_truth(folder
     task = load_task(experiment.data.as_task_config())
     counts = task.split.class_counts()
     assert {n: counts["train"][n] + counts["val"][n] for n in CLASSES} == {n: 5 for n in CLASSES}
-    assert [p["path"] for p in experiment.pools] == [str(train), str(extra.resolve())]
+    assert [p.path for p in experiment.pools] == [str(train), str(extra.resolve())]
     text = result.experiment.read_text()
     assert f'# truth = "{tmp_path / "out" / "pool_truth.csv"}"' in text  # a comment until the schema has it
     truth = _rows(tmp_path / "out" / "pool_truth.csv")
@@ -97,7 +97,7 @@ def test_cli_import_then_files_load_and_errors_are_one_line(folders, tmp_path):
     assert result.exit_code == 0, result.output
     assert "broken.jpg" in result.output and f"pseudolabel run {out / 'experiment.toml'}" in result.output
     assert "long living room" in result.output
-    load_task(load_experiment(out / "experiment.toml")["data"])
+    load_task(load_experiment(out / "experiment.toml").data.as_task_config())
 
     again = CliRunner().invoke(main, ["data", "import-folders", str(train), "--test-dir", str(test),
                                       "--labels-per-class", "5", "--out", str(out)])
