@@ -1,6 +1,7 @@
 """`pseudolabel data import-folders`: folder-per-class data -> labels, split, experiment that load."""
 
 import csv
+import json
 import tomllib
 from pathlib import Path
 
@@ -127,3 +128,44 @@ def test_test_folder_with_other_classes_is_refused(folders, tmp_path):
     Image.fromarray(synthetic_image(0, np.random.default_rng(0), 24)).save(test / "garage" / "g.png")
     with pytest.raises(DataError, match="differ from those of"):
         import_folders(train, tmp_path / "out", test_dir=test)
+
+
+TINY_TEACHER = """[model]
+backbone = "tiny_cnn"
+image_size = 24
+weights = "none"
+[train]
+batch_size = 8
+phase1_epochs = 3
+"""
+
+TINY_STUDENT = """[model]
+backbone = "tiny_cnn"
+image_size = 24
+weights = "none"
+[train]
+batch_size = 8
+epochs = 1
+"""
+
+
+def test_two_folders_of_images_give_a_teacher_student_comparison_with_import_and_run_alone(tmp_path):
+    """A user's own train and test folders (three classes here): import-folders, then run, no script."""
+    train = make_folders(tmp_path / "train", 12)
+    test = make_folders(tmp_path / "test", 4, seed=1)
+    (tmp_path / "t.toml").write_text(TINY_TEACHER)
+    (tmp_path / "s.toml").write_text(TINY_STUDENT)
+    out = tmp_path / "project"
+    result = CliRunner().invoke(main, ["data", "import-folders", str(train), "--test-dir", str(test),
+                                       "--labels-per-class", "8", "--out", str(out),
+                                       "--teacher-recipe", str(tmp_path / "t.toml"),
+                                       "--student-recipe", str(tmp_path / "s.toml")])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, ["run", str(out / "experiment.toml"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{\n"):])
+    assert [row["run"] for row in summary["rows"]][::3] == ["round0_teacher", "round1_tiny_cnn"]
+    assert summary["auc"] == "macro one-vs-rest ROC AUC" and summary["class_names"] == CLASSES
+    assert summary["n_test_images"] == 12                       # the test folder, as it is
+    student = json.loads((Path(summary["rows"][3]["path"]) / "metrics.json").read_text())
+    assert student["n_images"]["pseudo_labeled"] > 0           # the held-back train images were the pool

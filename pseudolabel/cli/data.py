@@ -324,9 +324,14 @@ def import_letters(letters, folder, out, root, skip, missing, force):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and of --labels-per-class.")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write labels.csv, split.csv, recipes/ and experiment.toml into.")
+@click.option("--teacher-recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Teacher recipe to copy into OUT/recipes/ [default: the shipped teachers/efficientnet_lite0.toml].")
+@click.option("--student-recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Student recipe to copy into OUT/recipes/ [default: the shipped students/efficientnet_lite0.toml].")
 @click.option("--force", is_flag=True, help="Overwrite files of an earlier, different import in --out.")
 @fail_cleanly
-def import_folders(train_dir, test_dir, val_size, test_size, labels_per_class, pools, seed, out, force):
+def import_folders(train_dir, test_dir, val_size, test_size, labels_per_class, pools, seed, out, teacher_recipe,
+                   student_recipe, force):
     """Import a folder-per-class data set (TRAIN_DIR/<class>/*.jpg) as a ready experiment.
 
     Class names are the folder names. Writes the labels CSV, the fixed split, copies of the
@@ -337,7 +342,8 @@ def import_folders(train_dir, test_dir, val_size, test_size, labels_per_class, p
     from pseudolabel.data.folders import import_folders as run_import
 
     result = run_import(train_dir, out, test_dir=test_dir, val_size=val_size, test_size=test_size,
-                        labels_per_class=labels_per_class, pools=pools, seed=seed, force=force)
+                        labels_per_class=labels_per_class, pools=pools, seed=seed, force=force,
+                        recipes={"teacher": teacher_recipe, "student": student_recipe})
     names = list(result.split.class_map.names)
     click.echo(f"wrote {result.out}: labels.csv, split.csv, recipes/, experiment.toml"
                f"{', ' + result.truth.name if result.truth else ''}; {len(names)} classes")

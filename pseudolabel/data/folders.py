@@ -93,11 +93,12 @@ def _readable(found: dict[str, list[Path]], skipped: list) -> dict[str, list[Pat
 
 def import_folders(train_dir, out, *, test_dir=None, val_size: float = 0.15, test_size: float = 0.2,
                    labels_per_class: int | None = None, pools: Sequence = (), seed: int = 0,
-                   force: bool = False, recipes_dir=None) -> FolderImport:
+                   force: bool = False, recipes_dir=None, recipes: dict | None = None) -> FolderImport:
     """Write labels, split, recipes and experiment for a folder-per-class data set (module doc).
 
     OUT holding other versions of these files (an earlier, different import) is a DataError
-    unless `force`. `recipes_dir`: where `teachers/` and `students/` are (default: the source tree).
+    unless `force`. `recipes_dir`: where `teachers/` and `students/` are (default: the source tree);
+    `recipes`: {"teacher": path, "student": path} to copy instead of the shipped Lite0 ones.
     """
     train_dir, out = Path(train_dir).resolve(), Path(out).resolve()
     skipped: list[tuple[str, str]] = []
@@ -127,7 +128,8 @@ def import_folders(train_dir, out, *, test_dir=None, val_size: float = 0.15, tes
     if rest:
         truth = out / TRUTH_FILE
         pool_entries.insert(0, {"name": f"{train_dir.name}_unlabeled", "path": str(train_dir), "truth": str(truth)})
-    files = _contents(out, root, split, pool_entries, rest, train_dir, recipes_dir)
+    sources = {kind: Path((recipes or {}).get(kind) or shipped_recipe(kind, recipes_dir)) for kind in ("teacher", "student")}
+    files = _contents(out, root, split, pool_entries, rest, train_dir, sources)
     different = [p.relative_to(out).as_posix() for p, text in files.items() if p.exists() and p.read_text() != text]
     if different and not force:
         raise DataError(f"{out}: holds a different import ({', '.join(different)} differ); give another "
@@ -187,14 +189,17 @@ def shipped_recipe(kind: str, recipes_dir=None) -> Path:
     return path
 
 
-def _contents(out: Path, root: Path, split: Split, pools: list[dict], rest, train_dir: Path, recipes_dir) -> dict:
+def _contents(out: Path, root: Path, split: Split, pools: list[dict], rest, train_dir: Path,
+              recipes: dict[str, Path]) -> dict:
     labels = io.StringIO()
     writer = csv.writer(labels, lineterminator="\n")
     writer.writerow(["image", "label"])
     writer.writerows((image, label) for image, label, _ in split.items)
     files = {out / "labels.csv": labels.getvalue(), out / "split.csv": split.canonical_csv()}
-    for kind in ("teacher", "student"):
-        files[out / "recipes" / f"{kind}.toml"] = shipped_recipe(kind, recipes_dir).read_text()
+    for kind, source in recipes.items():
+        if not source.is_file():
+            raise DataError(f"{source}: no such {kind} recipe")
+        files[out / "recipes" / f"{kind}.toml"] = source.read_text()
     if rest:
         truth = io.StringIO()
         writer = csv.writer(truth, lineterminator="\n")
