@@ -133,7 +133,8 @@ def _best_and_wait(rows: list[dict], monitor: str, mode: str, start_epoch: int) 
 
 def standard_callbacks(run_dir, *, monitor: str = "val_loss", patience: int, backup: bool = True,
                        start_epoch: int = 0, mode: str = "auto", checkpoint: str = BEST_WEIGHTS,
-                       history: str = HISTORY_CSV, tensorboard: bool = True, verbose: int = 0) -> list:
+                       history: str = HISTORY_CSV, tensorboard: bool = True, verbose: int = 0,
+                       initial_best: float | None = None) -> list:
     """Early stopping, best-weights checkpoint, CSV history, TensorBoard and (optionally) backup.
 
     Call it right before `fit(..., initial_epoch=start_epoch)`; it also prepares the run
@@ -148,6 +149,8 @@ def standard_callbacks(run_dir, *, monitor: str = "val_loss", patience: int, bac
     - the checkpoint (`run_dir/checkpoint`, weights only) is only overwritten by a better value
       than the best in history.csv; early stopping resumes its patience count from history.csv
       (epochs >= `start_epoch`).
+    - `initial_best`: a value the checkpoint must beat although no history row holds it (the
+      starting weights were evaluated, not trained: a head initialised from the probe).
     After fit, `load_best(model, run_dir, checkpoint)` gives the best weights of the whole run.
     """
     run_dir = Path(run_dir)
@@ -159,6 +162,8 @@ def standard_callbacks(run_dir, *, monitor: str = "val_loss", patience: int, bac
     rows = [r for r in read_history_rows(history_path) if int(float(r["epoch"])) < restart_epoch]
     _write_history_rows(history_path, rows)
     best, wait = _best_and_wait(rows, monitor, mode, start_epoch)
+    if initial_best is not None and _improves(mode, initial_best, best):
+        best = initial_best
     resumed_in_phase = restart_epoch > start_epoch
 
     callbacks = [

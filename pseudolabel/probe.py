@@ -59,6 +59,25 @@ def probe_summary(classifier, cv: int) -> dict:
     return {"C": float(np.ravel(classifier.C_)[0]), "cv": cv, "cv_roc_auc": float(per_c.max()), "fit_on": "train"}
 
 
+def set_head_from_probe(head, classifier) -> None:
+    """Make the `head` submodel (BatchNorm -> Dropout -> Dense softmax, `backbones.create_head`)
+    compute what the fitted probe pipeline (StandardScaler + logistic regression) computes.
+
+    BatchNorm in inference: (x - mean) / sqrt(var + eps) * gamma + beta; with var = scale**2 and
+    gamma = sqrt(scale**2 + eps) / scale it is exactly the scaler's (x - mean) / scale. A binary
+    logistic regression's logit z = w.x + b becomes softmax logits (-z/2, z/2), whose softmax is
+    (1 - sigmoid(z), sigmoid(z)); a multinomial one maps one to one."""
+    scaler, logistic = classifier[0], classifier[-1]
+    bn, dense = head.get_layer("head_bn"), head.get_layer("predictions")
+    scale = scaler.scale_.astype(np.float64)
+    gamma = np.sqrt(scale ** 2 + bn.epsilon) / scale
+    bn.set_weights([w.astype(np.float32) for w in (gamma, np.zeros_like(scale), scaler.mean_, scale ** 2)])
+    coef, intercept = np.asarray(logistic.coef_, np.float64), np.asarray(logistic.intercept_, np.float64)
+    if coef.shape[0] == 1:   # binary: one logit for class 1
+        coef, intercept = np.stack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    dense.set_weights([coef.T.astype(np.float32), intercept.astype(np.float32)])
+
+
 class ProbeRun(TrainingRun):
     kind = "probe"
 

@@ -75,7 +75,8 @@ class TeacherRun(TrainingRun):
         scaled = self.config.train.model_copy(update=distribute.scaled_train_config(
             self.config.train.model_dump(), self.strategy, ("phase1_lr", "phase2_lr")))
         phase1 = self.phase1_once(model, scaled)
-        phase2 = self.phase2_once(model, scaled, start_epoch=phase1["epochs"]) if scaled.phase2_epochs else None
+        phase2 = (self.phase2_once(model, scaled, start_epoch=phase1["epochs"], phase1_best=phase1.get(f"best_{scaled.select}"))
+                  if scaled.phase2_epochs else None)
         load_best(model, self.path, BEST_WEIGHTS)
         return {
             "epochs": {"phase1": phase1["epochs"], "phase2": (phase2 or {}).get("last_epoch", 0)},
@@ -96,7 +97,7 @@ class TeacherRun(TrainingRun):
         if self.file(PHASE1_JSON).exists() and self.file(PHASE1_WEIGHTS).exists():
             model.load_weights(self.file(PHASE1_WEIGHTS))
             summary = read_json(self.file(PHASE1_JSON))
-            print(f"phase 1: done earlier ({summary['epochs']} epochs, best val_loss {summary['best_val_loss']:.4f})")
+            print(f"phase 1: done earlier ({summary['epochs']} epochs)")
             return summary
         from pseudolabel.backbones import freeze_backbone
 
@@ -130,37 +131,54 @@ class TeacherRun(TrainingRun):
             augment=train.augment, seed=train.seed, verbose=self.verbose))
         features_s = time.perf_counter() - started
         num_classes = len(self.task.class_map.names)
+        train_xy = features["train_x"], one_hot(features["train_y"], num_classes)
+        val_xy = features["val_x"], one_hot(features["val_y"], num_classes)
 
-        compile_classifier(head, train.phase1_lr)
-        callbacks = self.callbacks(patience=train.phase1_patience, backup=False, start_epoch=0, checkpoint=HEAD_WEIGHTS)
+        compile_classifier(head, train.phase1_lr, auc=True)
         fit_started = time.perf_counter()
+        start = self.initialise_head(head, features, val_xy) if train.head_init == "probe" else {}
+        callbacks = self.callbacks(patience=train.phase1_patience, backup=False, start_epoch=0, checkpoint=HEAD_WEIGHTS,
+                                   monitor=train.select, initial_best=start.get(train.select))
         history = head.fit(
-            features["train_x"], one_hot(features["train_y"], num_classes),
-            validation_data=(features["val_x"], one_hot(features["val_y"], num_classes)),
-            epochs=train.phase1_epochs, batch_size=train.batch_size, shuffle=True,
+            *train_xy, validation_data=val_xy, epochs=train.phase1_epochs, batch_size=train.batch_size, shuffle=True,
             class_weight=class_weights(features["train_y"], num_classes, train.class_weight),
             callbacks=callbacks, verbose=keras_verbose(self.verbose),
         )
         load_best(head, self.path, HEAD_WEIGHTS)
-        val_losses = history.history.get("val_loss", [])
         return {
-            "epochs": len(history.epoch),
-            "best_epoch": int(np.nanargmin(val_losses)) + 1 if val_losses else None,
-            "best_val_loss": float(np.nanmin(val_losses)) if val_losses else None,
+            **best_epoch(history.history, start, train.select),
+            "head_init": start.get("probe", "random"),
             "n_train_features": int(len(features["train_x"])),
             "features_reused": reused,
             "features_s": round(features_s, 2),
             "fit_s": round(time.perf_counter() - fit_started, 2),
         }
 
+    def initialise_head(self, head, features, val_xy) -> dict:
+        """The head as the linear probe fitted on the cached train features (C by CV on train):
+        saved as the phase-1 checkpoint to beat, its val scores returned as `val_loss`/`val_auc`."""
+        from pseudolabel.probe import fit_probe, probe_summary, set_head_from_probe
+
+        folds = int(min(5, np.bincount(features["train_y"]).min()))   # StratifiedKFold needs a row per class per fold
+        if folds < 2:
+            raise ValueError(f"{self.path.name}: head_init = 'probe' needs >= 2 train images of every class")
+        classifier = fit_probe(features["train_x"], features["train_y"], cv=folds, seed=self.config.train.seed)
+        set_head_from_probe(head, classifier)
+        freeze_batchnorm(head)   # its statistics are the probe's scaler
+        compile_classifier(head, self.config.train.phase1_lr, auc=True)
+        scores = head.evaluate(*val_xy, verbose=0, return_dict=True)
+        save_weights(head, self.file(HEAD_WEIGHTS))
+        return {"val_loss": float(scores["loss"]), "val_auc": float(scores["auc"]),
+                "probe": probe_summary(classifier[-1], folds)}
+
     # ------------------------------------------------------------------ phase 2: fine-tune the top blocks
 
-    def phase2_once(self, model, train, *, start_epoch: int) -> dict:
+    def phase2_once(self, model, train, *, start_epoch: int, phase1_best: float | None) -> dict:
         if self.file(PHASE2_JSON).exists():
             summary = read_json(self.file(PHASE2_JSON))
             print(f"phase 2: done earlier (until epoch {summary['last_epoch']})")
             return summary
-        summary = self.run_phase2(model, train, start_epoch=start_epoch)
+        summary = self.run_phase2(model, train, start_epoch=start_epoch, phase1_best=phase1_best)
         atomic_write_json(self.file(PHASE2_JSON), summary)
         finish_backup(self.path)
         return summary
@@ -179,18 +197,21 @@ class TeacherRun(TrainingRun):
         val_ds = make_dataset(val_paths, val_y, shuffle=False, augment=None, **common)
         return train_ds, val_ds, train_y
 
-    def run_phase2(self, model, train, *, start_epoch: int) -> dict:
+    def run_phase2(self, model, train, *, start_epoch: int, phase1_best: float | None) -> dict:
         """Fine-tune the top blocks (BatchNorm frozen) from the phase-1 model; resumes from backup/."""
         from pseudolabel.backbones import unfreeze_top_blocks
 
         unfrozen = unfreeze_top_blocks(model, train.unfreeze_blocks)
         freeze_batchnorm(model.get_layer("head"))
-        compile_classifier(model, train.phase2_lr)
+        compile_classifier(model, train.phase2_lr, auc=True)
         train_ds, val_ds, train_y = self.training_datasets(train)
         resumed_at = resume_epoch(self.path)
         if resumed_at is not None:
             print(f"phase 2: resuming from the backup at epoch {resumed_at + 1} ({self.file(BACKUP_DIR)})")
-        callbacks = self.callbacks(patience=train.phase2_patience, backup=True, start_epoch=start_epoch)
+        # The phase-1 model counts as a candidate: phase 2 must beat it (its epochs are in
+        # history.csv, the probe's starting head is not).
+        callbacks = self.callbacks(patience=train.phase2_patience, backup=True, start_epoch=start_epoch,
+                                   monitor=train.select, initial_best=phase1_best)
         started = time.perf_counter()
         history = model.fit(
             train_ds, validation_data=val_ds, epochs=start_epoch + train.phase2_epochs, initial_epoch=start_epoch,
@@ -204,3 +225,22 @@ class TeacherRun(TrainingRun):
             "resumed_at_epoch": resumed_at,
             "fit_s": round(time.perf_counter() - started, 2),
         }
+
+
+def best_epoch(history: dict, start: dict, select: str) -> dict:
+    """Phase 1's best epoch by `select` (0: the starting head, when it was evaluated and never
+    beaten) and its val_loss / val_auc."""
+    values = list(history.get(select, []))
+    candidates = ([start[select]] if select in start else []) + values
+    if not candidates:
+        return {"epochs": len(values), "best_epoch": None, "best_val_loss": None}
+    pick = int(np.nanargmin(candidates) if select == "val_loss" else np.nanargmax(candidates))
+    offset = 1 if select in start else 0
+    epoch = pick - offset + 1          # 0 = the starting head
+    row = start if epoch == 0 else {k: history[k][epoch - 1] for k in ("val_loss", "val_auc") if k in history}
+    return {"epochs": len(values), "best_epoch": epoch, "best_val_loss": _float(row.get("val_loss")),
+            "best_val_auc": _float(row.get("val_auc"))}
+
+
+def _float(value):
+    return None if value is None else float(value)

@@ -101,12 +101,17 @@ def build_model(recipe, num_classes: int, strategy=None):
     return model
 
 
-def compile_classifier(model, learning_rate: float) -> None:
-    """Adam, categorical cross-entropy, accuracy: the same in both teacher phases, so history.csv
-    keeps one set of columns. The optimizer belongs in the scope of the model's strategy."""
+def compile_classifier(model, learning_rate: float, *, auc: bool = False) -> None:
+    """Adam, categorical cross-entropy, accuracy (and with `auc` the macro one-vs-rest ROC AUC,
+    logged as `auc` / `val_auc`): the same in both teacher phases, so history.csv keeps one set of
+    columns. The optimizer belongs in the scope of the model's strategy."""
     with model.distribute_strategy.scope():
+        metrics = ["accuracy"]
+        if auc:   # multi_label over one-hot columns = per-class AUC, averaged (binary: the AUC itself)
+            classes = model.output_shape[-1]
+            metrics.append(keras.metrics.AUC(name="auc", multi_label=True, num_labels=classes, num_thresholds=500))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
-                      metrics=["accuracy"])
+                      metrics=metrics)
 
 
 def freeze_batchnorm(model) -> None:

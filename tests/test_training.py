@@ -145,6 +145,52 @@ def test_head_on_features_predicts_like_full_model(tmp_path, task):
     assert run.run_phase1(model, recipe.train)["features_reused"]
 
 
+@pytest.mark.parametrize("num_classes", [2, 3])
+def test_head_set_from_the_probe_predicts_what_the_probe_predicts(num_classes):
+    """The head's BatchNorm is the probe's scaler and its Dense the logistic regression, exactly,
+    even for features whose spread is below BatchNorm's epsilon."""
+    from pseudolabel.backbones.factory import create_head
+    from pseudolabel.probe import fit_probe, set_head_from_probe
+
+    rng = np.random.default_rng(num_classes)
+    y = np.arange(60) % num_classes
+    x = rng.normal(size=(60, 6)) * np.array([1.0, 5.0, 0.01, 0.001, 2.0, 1.0]) + y[:, None] * 0.7
+    classifier = fit_probe(x, y, cv=3)
+    head = create_head(6, num_classes, dropout=0.5)
+    set_head_from_probe(head, classifier)
+    np.testing.assert_allclose(head.predict(x.astype(np.float32), verbose=0), classifier.predict_proba(x), atol=1e-5)
+
+
+def _val_probs(run_dir: Path, task) -> np.ndarray:
+    import keras
+
+    from pseudolabel.features import plain_dataset
+
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    return model.predict(plain_dataset(task.split.subset("val")[0], image_size=32, batch_size=8), verbose=0)
+
+
+def test_teacher_initialised_from_the_probe_keeps_it_unless_phase2_beats_it_on_val(tmp_path, task):
+    """head_init = "probe": the teacher starts as the probe on its own cached features; a phase 2
+    that only makes the model worse (a learning rate that wrecks it) leaves the probe's solution."""
+    from pseudolabel.probe import fit_probe
+    from pseudolabel.teacher import train_teacher
+
+    path = write_recipe(tmp_path / "t.toml", phase1=0, phase2=2)
+    text = path.read_text().replace("phase2_lr = 1e-3", "phase2_lr = 50.0").replace("feature_views = 2", "")
+    path.write_text(text + 'head_init = "probe"\nselect = "val_auc"\n')
+    recipe = config.load_recipe(path, "teacher")
+    metrics = train_teacher(recipe, task, tmp_path / "run", verbose=0)
+    assert metrics["phase1"]["best_epoch"] == 0 and metrics["phase1"]["head_init"]["C"] > 0
+    history = (tmp_path / "run" / "history.csv").read_text()
+    assert "val_auc" in history.splitlines()[0] and len(history.splitlines()) == 3   # header + 2 phase-2 epochs
+
+    with np.load(tmp_path / "run" / "features.npz") as npz:
+        probe = fit_probe(npz["train_x"], npz["train_y"], seed=0)
+        expected = probe.predict_proba(npz["val_x"])
+    np.testing.assert_allclose(_val_probs(tmp_path / "run", task), expected, atol=1e-4)
+
+
 # --------------------------------------------------------------------------- the teacher
 
 

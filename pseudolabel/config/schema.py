@@ -112,6 +112,12 @@ class TrainCommon(Table):
 
 
 class TeacherTrain(TrainCommon):
+    """`head_init`: "random", or "probe": the head starts as the linear probe's solution on the
+    cached train features (its BatchNorm standardizes as the probe's scaler does, its Dense holds
+    the logistic regression), so phase 1 starts where the probe ends; `phase1_epochs` may be 0.
+    `select`: what picks the best epoch over both phases (and stops early): "val_loss" or
+    "val_auc" (macro one-vs-rest ROC AUC on val; the starting head counts as a candidate)."""
+
     batch_size: AtLeastOne = 32
     augment: str = "teacher"      # augmentation policy (pseudolabel.augment) of phase 2
     feature_views: AtLeastOne = 1  # phase 1: 1 clean + (n-1) augmented cached feature sets
@@ -122,6 +128,8 @@ class TeacherTrain(TrainCommon):
     phase2_lr: Positive = 1e-5
     phase2_patience: Count = 5
     unfreeze_blocks: AtLeastOne = 2
+    head_init: Literal["random", "probe"] = "random"
+    select: Literal["val_loss", "val_auc"] = "val_loss"
 
     @field_validator("augment")
     @classmethod
