@@ -74,8 +74,9 @@ def summarise(results: dict[str, list[dict]], names: list[str]) -> tuple[str, li
         overrides = "(linear probe, C by 5-fold CV on train)" if name == "probe" else (
             ", ".join(f"{k} = {v!r}" for k, v in VARIANTS[name].items()) or "(none)")
         label = f"**{name}** (chosen)" if name == chosen else name
+        per_seed = ", ".join(f"{m['roc_auc']:.3f}" for m in runs)
         rows.append(f"| {label} | {overrides} | {mean_sd([m['val']['roc_auc'] for m in runs])} | "
-                    f"{mean_sd([m['roc_auc'] for m in runs])} | {', '.join(f'{m['roc_auc']:.3f}' for m in runs)} |")
+                    f"{mean_sd([m['roc_auc'] for m in runs])} | {per_seed} |")
     return chosen, rows
 
 
