@@ -5,7 +5,8 @@ Each run directory (rundir.RunDir) holds `provenance.json` (split hash), `config
 and the exact set of test images with the same labels; every number in the comparison is
 recomputed from the predictions with the same seeded resamples, so the rows are scored alike.
 The baseline (first run unless named; usually the supervised teacher) is compared with each
-other run by the paired AUC difference (paired bootstrap CI, DeLong p-value).
+other run by the paired AUC difference (paired bootstrap CI; p-value from DeLong's test for two
+classes, a paired permutation test of the macro AUC for K classes).
 """
 
 from __future__ import annotations
@@ -260,7 +261,7 @@ def format_p(p) -> str:
 
 
 TABLE_HEADER = ("run", "model", "test ROC AUC [95% CI]", "accuracy",
-                "ΔAUC vs baseline [95% CI]", "DeLong p", "n test")
+                "ΔAUC vs baseline [95% CI]", "p", "n test")
 
 
 def table_cells(result: dict) -> list[list[str]]:
@@ -290,13 +291,18 @@ def summary_sentences(result: dict) -> list[str]:
         f"All {len(rows)} runs were scored on the same {n} test images (split {result['split_hash']}): "
         f"{result['auc']}, {round(result['ci'] * 100)}% stratified bootstrap intervals "
         f"({result['n_resamples']} resamples, seed {result['seed']}); ΔAUC is paired (same resamples "
-        f"for both runs), its p-value from DeLong's test.",
+        f"for both runs), its p-value from {_test_name(rows)}.",
         f"Baseline {base['run']} ({base['model']}): ROC AUC {_fmt_ci(base['roc_auc'], base['roc_auc_ci'])}.",
     ]
     for row in rows[1:]:
         text.append(f"{row['run']} ({row['model']}): ΔAUC {_fmt_ci(row['delta_auc'], row['delta_auc_ci'], signed=True)}, "
-                    f"DeLong p {format_p(row['p_value'])}: {_verdict(row)}.")
+                    f"p {format_p(row['p_value'])}: {_verdict(row)}.")
     return text
+
+
+def _test_name(rows: list[dict]) -> str:
+    tests = {row["test"] for row in rows[1:] if row.get("test")}
+    return " / ".join(sorted(tests)) if tests else "DeLong's test (two classes) or a paired permutation test (K classes)"
 
 
 def _verdict(row: dict) -> str:

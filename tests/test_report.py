@@ -68,7 +68,7 @@ def test_markdown_and_html_reports(runs, tmp_path):
     out = tmp_path / "compare"
     report.compare_runs(runs, out, n_resamples=100)
     md = (out / "compare.md").read_text()
-    assert "| run | model | test ROC AUC [95% CI] | accuracy | ΔAUC vs baseline [95% CI] | DeLong p | n test |" in md
+    assert "| run | model | test ROC AUC [95% CI] | accuracy | ΔAUC vs baseline [95% CI] | p | n test |" in md
     assert "| teacher | efficientnet_lite0 |" in md and "baseline" in md
     assert "abc123" in md
     html = (out / "compare.html").read_text()

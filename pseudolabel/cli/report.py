@@ -28,7 +28,7 @@ def compare(run_dirs, out_dir, baseline, resamples, seed, image_root, as_json):
     Each RUN_DIR needs provenance.json and test_predictions.csv (as written by `teach` and
     `student`). Runs on different splits or test images are refused. Prints a Markdown table of
     test ROC AUC [95% CI], accuracy, and the paired AUC difference to the baseline with its
-    bootstrap CI and DeLong p-value; writes the full report to --out, with visual.html: the pool
+    bootstrap CI and p-value (DeLong, or permutation for K classes); writes the full report to --out, with visual.html: the pool
     images per round (surest, least sure, flipped), class shares, training curves and the
     misclassified test images.
     """

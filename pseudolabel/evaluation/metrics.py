@@ -340,10 +340,11 @@ def paired_auc_difference(
     y_true, probs_a, probs_b, *, n_resamples: int = 2000, seed: int = 0,
     positive_index: int | None = None, ci: float = 0.95,
 ) -> dict:
-    """AUC(b) - AUC(a) on the same test images: paired bootstrap CI and DeLong p-value.
+    """AUC(b) - AUC(a) on the same test images: paired bootstrap CI and p-value (DeLong for two
+    classes, `paired_permutation_test` for K).
 
     Both models are scored on the same stratified resample indices, so the interval reflects
-    the correlation between them. DeLong's test is binary only (p_value None for K > 2).
+    the correlation between them.
     """
     y, pa, pos = validated_inputs(y_true, probs_a, positive_index)
     _, pb, _ = validated_inputs(y, probs_b, positive_index)
@@ -357,6 +358,8 @@ def paired_auc_difference(
     auc_a, auc_b = roc_auc(y, pa, positive_index), roc_auc(y, pb, positive_index)
     lo, hi = percentile_interval(diffs, ci)
     delong = delong_test(y, pa, pb, positive_index) if pos is not None else None
+    if delong is None:
+        permuted = paired_permutation_test(y, pa, pb, n_permutations=n_resamples, seed=seed)
     return {
         "n": int(len(y)),
         "auc_a": auc_a,
@@ -368,11 +371,36 @@ def paired_auc_difference(
         "bootstrap_se": float(np.nanstd(diffs, ddof=1)),
         "delong_se": delong["se"] if delong else None,
         "delong_z": delong["z"] if delong else None,
-        "p_value": delong["p_value"] if delong else None,
-        "test": "DeLong (two-sided)" if delong else "none (DeLong is binary only)",
+        "p_value": delong["p_value"] if delong else permuted["p_value"],
+        "test": "DeLong (two-sided)" if delong else permuted["test"],
         "n_resamples": int(n_resamples),
         "seed": int(seed),
     }
+
+
+def paired_permutation_test(y_true, probs_a, probs_b, *, n_permutations: int = 2000, seed: int = 0) -> dict:
+    """Two-sided paired permutation test of AUC(b) - AUC(a) (macro one-vs-rest for K classes,
+    where DeLong's test does not apply): under the null the two models are exchangeable, so each
+    test image's pair of predictions is swapped with probability 1/2; p = (1 + #|d*| >= |d|) /
+    (1 + permutations), never 0."""
+    y, pa, pos = validated_inputs(y_true, probs_a)
+    _, pb, _ = validated_inputs(y, probs_b)
+    require_auc_defined(y, pa.shape[1], pos)
+    observed = roc_auc(y, pb) - roc_auc(y, pa)
+    rng = np.random.default_rng(seed)
+    exceed, done = 0, 0
+    block = max(1, _BLOCK_CELLS // max(1, len(y)))
+    while done < n_permutations:
+        swap = rng.random((min(block, n_permutations - done), len(y))) < 0.5
+        per_class = []
+        for k in range(pa.shape[1]):
+            a, b = np.where(swap, pb[:, k], pa[:, k]), np.where(swap, pa[:, k], pb[:, k])
+            per_class.append(rank_auc(y == k, b) - rank_auc(y == k, a))
+        diffs = np.mean(per_class, axis=0) if pos is None else per_class[pos]
+        exceed += int(np.sum(np.abs(diffs) >= abs(observed) - 1e-12))
+        done += len(swap)
+    return {"diff": float(observed), "p_value": (1 + exceed) / (1 + n_permutations),
+            "test": f"paired permutation ({n_permutations} permutations, two-sided)"}
 
 
 def _renormalized(probs: np.ndarray) -> np.ndarray:
