@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from pseudolabel import evaluation as ev
+from pseudolabel.model_selection import DEFAULT_MARGIN, choose_by_validation, selection_markdown, selection_sentence
 from pseudolabel.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 from pseudolabel.visual_report import VISUAL_FILE, write_visual_report
 
@@ -144,12 +145,13 @@ def _order_with_baseline(run_dirs: Sequence, baseline) -> list[Path]:
 
 
 def compare_runs(run_dirs: Sequence, out_dir, *, baseline=None, n_resamples: int = 2000, seed: int = 0,
-                 image_root=None) -> dict:
+                 image_root=None, margin: float = DEFAULT_MARGIN) -> dict:
     """Compare evaluated runs on their shared test set; write compare.md/.html/.json, roc.png and
     visual.html (visual_report: the images; test images under `image_root`, default: found).
 
-    Baseline = the first run unless `baseline` names one (path or directory name). Returns the
-    table data (what compare.json holds).
+    Baseline = the first run unless `baseline` names one (path or directory name). The report
+    also says which model validation picks (`model_selection`, with `margin`). Returns the table
+    data (what compare.json holds).
     """
     if not run_dirs:
         raise ReportError("no run directories to compare")
@@ -180,6 +182,7 @@ def compare_runs(run_dirs: Sequence, out_dir, *, baseline=None, n_resamples: int
         "seed": int(seed),
         "ci": 0.95,
         "rows": rows,
+        "selection": choose_by_validation(rows, margin),
         "files": {name: str(out_dir / name) for name in OUTPUT_FILES},
     }
     atomic_write_text(out_dir / "compare.md", markdown_report(result))
@@ -220,6 +223,7 @@ def _row(run: LoadedRun, y, probs, base_probs, is_baseline: bool, pos, n_resampl
         "roc_auc_ci": list(ev.bootstrap_ci(y, probs, ev.roc_auc, **boot)),
         "accuracy": ev.accuracy(y, probs),
         "reported_roc_auc": run.reported.get("roc_auc"),
+        "val_roc_auc": (run.reported.get("val") or {}).get("roc_auc"),
         "delta_auc": None, "delta_auc_ci": None, "p_value": None, "test": None,
     }
     if not is_baseline:
@@ -319,6 +323,7 @@ def markdown_report(result: dict) -> str:
         "# Run comparison", "",
         markdown_table(result),
         *[s + "\n" for s in summary_sentences(result)],
+        *selection_markdown(result.get("selection") or {"why": "not computed"}),
         f"Split hash: `{result['split_hash']}`. ROC curves: roc.png.", "",
     ])
 
@@ -328,7 +333,8 @@ def html_report(result: dict, roc_png: bytes) -> str:
     cells = table_cells(result)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
     body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
-    summary = "\n".join(f"<p>{html.escape(s)}</p>" for s in summary_sentences(result))
+    sentences = [*summary_sentences(result), selection_sentence(result.get("selection") or {"why": "not computed"})]
+    summary = "\n".join(f"<p>{html.escape(s)}</p>" for s in sentences)
     image = base64.b64encode(roc_png).decode("ascii")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Run comparison</title>

@@ -116,7 +116,7 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
         run.run()
     if not distribute.is_chief(strategy):
         return None
-    summary = compare_runs([run.path for run in runs], out / "report")
+    summary = compare_runs([run.path for run in runs], out / "report", margin=experiment.model_selection.margin)
     print(f"experiment '{experiment.name}': {len(runs)} models in {time.perf_counter() - started:.0f} s; "
           f"report: {out / 'report' / 'compare.md'}")
     return summary

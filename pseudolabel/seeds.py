@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pseudolabel.model_selection import aggregate_selection
 from pseudolabel.rundir import atomic_write_json, atomic_write_text
 
 SEEDS_JSON = "seeds.json"
@@ -69,8 +70,10 @@ def aggregate(summaries: dict[int, dict]) -> dict:
         if not row["baseline"] and not name.startswith(BASELINE_PREFIX):
             row.update(versus_best_baseline(found, summaries))
         rows.append(row)
+    teacher_test = {s: next(r["roc_auc"] for r in summaries[s]["rows"] if r["baseline"]) for s in seeds}
+    selection = aggregate_selection({s: summaries[s].get("selection") for s in seeds}, teacher_test)
     return {"seeds": seeds, "baseline": first["baseline"], "auc": first["auc"],
-            "n_test_images": first["n_test_images"], "rows": rows}
+            "n_test_images": first["n_test_images"], "rows": rows, "selection": selection}
 
 
 def versus_best_baseline(found: dict, summaries: dict) -> dict:
@@ -112,7 +115,24 @@ def seeds_markdown(result: dict) -> str:
             best_wins = f"{row['wins_best_baseline']} of {len(row['delta_best_baseline'])} seeds"
         lines.append(f"| {row['run']} | {row['model']} | {row['roc_auc_mean']:.3f} ± {row['roc_auc_sd']:.3f} | "
                      f"{per_seed} | {delta} | {wins} | {best} | {best_wins} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + selection_lines(result.get("selection"), result["baseline"])) + "\n"
+
+
+def selection_lines(selection: dict | None, baseline: str) -> list[str]:
+    """What choosing by validation (`model_selection`) gave over the seeds."""
+    if not selection:
+        return []
+    low, high = selection["delta_teacher_ci"]
+    picks = ", ".join(f"{run} {n}x" for run, n in sorted(selection["picks"].items(), key=lambda kv: -kv[1]))
+    tau = selection["kendall_tau_mean"]
+    n = len(selection["seeds"])
+    return ["", "## Choosing by validation", "",
+            f"Keeping {baseline} unless a model beats it on val by >= {selection['margin']:g}, validation picked: "
+            f"{picks}. The picked model's test ROC AUC: {selection['chosen_test_roc_auc_mean']:.3f} ± "
+            f"{selection['chosen_test_roc_auc_sd']:.3f}, {selection['delta_teacher_mean']:+.3f} "
+            f"[{low:+.3f}, {high:+.3f}] vs {baseline}. Val picked the test's best on {selection['picked_test_best']} "
+            f"of {n} seeds; mean Kendall's tau between val and test orders "
+            f"{'n/a' if tau is None else f'{tau:+.2f}'}."]
 
 
 def write_seed_report(summaries: dict[int, dict], out_dir) -> dict:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from pseudolabel.model_selection import DEFAULT_MARGIN, selection_sentence
+
 
 @click.command("compare")
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN_DIR...", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -20,9 +22,11 @@ import click
 @click.option("--image-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Data root the test image names are relative to, for visual.html's thumbnails "
                    "[default: the data root the runs recorded].")
+@click.option("--margin", type=click.FloatRange(0.0, 1.0), default=DEFAULT_MARGIN, show_default=True,
+              help="Model selection: the baseline is kept unless another run's val ROC AUC beats it by this.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary (what compare.json holds) as JSON on stdout instead of the table.")
-def compare(run_dirs, out_dir, baseline, resamples, seed, image_root, as_json):
+def compare(run_dirs, out_dir, baseline, resamples, seed, image_root, margin, as_json):
     """Compare evaluated runs (RUN_DIR...) on the same test images.
 
     Each RUN_DIR needs provenance.json and test_predictions.csv (as written by `teach` and
@@ -39,7 +43,7 @@ def compare(run_dirs, out_dir, baseline, resamples, seed, image_root, as_json):
     out_dir = out_dir or Path(run_dirs[0]).resolve().parent / "compare"
     try:
         result = report.compare_runs(list(run_dirs), out_dir, baseline=baseline, n_resamples=resamples, seed=seed,
-                                     image_root=image_root)
+                                     image_root=image_root, margin=margin)
     except (report.ReportError, evaluation.EvaluationError) as err:
         raise click.ClickException(str(err)) from None
     if as_json:
@@ -48,6 +52,7 @@ def compare(run_dirs, out_dir, baseline, resamples, seed, image_root, as_json):
     click.echo(report.markdown_table(result))
     for sentence in report.summary_sentences(result)[1:]:
         click.echo(sentence)
+    click.echo(selection_sentence(result["selection"]))
     click.echo(f"\nWrote {', '.join(report.OUTPUT_FILES)} to {out_dir}")
 
 

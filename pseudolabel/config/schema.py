@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from pseudolabel.model_selection import DEFAULT_MARGIN
+
 TTA = Literal["none", "flip", "ten_crop"]
 CLASS_WEIGHT = Literal["balanced", "none"]
 MIXED_PRECISION = Literal["auto", "mixed_float16", "float32"]
@@ -299,6 +301,13 @@ class PoolConfig(Table):
         return self
 
 
+class ModelSelectionConfig(Table):
+    """`[model_selection]`: the report keeps the teacher unless another model's val ROC AUC beats
+    it by at least `margin` (a tiny val split ranks models noisily; `pseudolabel.model_selection`)."""
+
+    margin: Annotated[float, Field(ge=0.0, le=1.0)] = DEFAULT_MARGIN
+
+
 class TeacherRef(Table):
     recipe: str
     overrides: dict[str, Any] = {}   # merged over the recipe before it is validated
@@ -337,6 +346,7 @@ class Experiment(Table):
     students: StudentsRef = StudentsRef()
     pseudo: PseudoConfig = PseudoConfig()
     baselines: Baselines = Baselines()
+    model_selection: ModelSelectionConfig = ModelSelectionConfig()
     teacher_recipe: Optional[TeacherRecipe] = None
     student_recipes: list[StudentRecipe] = []
 
