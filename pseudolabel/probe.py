@@ -78,6 +78,17 @@ def set_head_from_probe(head, classifier) -> None:
     dense.set_weights([coef.T.astype(np.float32), intercept.astype(np.float32)])
 
 
+def feature_classifier_model(backbone, model_config: ModelConfig, classifier, num_classes: int):
+    """The Keras classifier (`backbone` + a head) that computes what `classifier` (a fitted
+    StandardScaler + logistic regression on the features of this very backbone model) computes on
+    images, so a feature-space classifier can pseudo-label pools like any teacher."""
+    from pseudolabel.backbones import assemble_classifier
+
+    model = assemble_classifier(backbone, model_config.backbone, num_classes, dropout=model_config.dropout)
+    set_head_from_probe(model.get_layer("head"), classifier)
+    return model
+
+
 class ProbeRun(TrainingRun):
     kind = "probe"
 
@@ -194,14 +205,27 @@ class SelfTrainingRun(ProbeRun):
 
     kind = "self_training"
 
-    def __init__(self, config, task, run_dir, *, origin: dict, pool_paths=(), **options):
+    def __init__(self, config, task, run_dir, *, origin: dict, pool_paths=(), exports_model: bool = False,
+                 **options):
         super().__init__(config, task, run_dir, **options)
         self.origin = origin            # the pools (configs): part of what this run is
         self.pool_paths = list(pool_paths)
+        self.exports_model = exports_model   # model.keras (backbone + this classifier): it can teach
 
     def resolved_config(self) -> dict:
-        return {**self.config.model_dump(mode="json"), "fit_on": "train + pools (unlabeled)",
-                "classifier": f"SelfTrainingClassifier({CLASSIFIER})", "pools": self.origin}
+        config = {**self.config.model_dump(mode="json"), "fit_on": "train + pools (unlabeled)",
+                  "classifier": f"SelfTrainingClassifier({CLASSIFIER})", "pools": self.origin}
+        if self.exports_model:   # absent otherwise, so runs made before the option still match
+            config["exports_model"] = True
+        return config
+
+    def save(self, backbone) -> None:
+        if self.exports_model:
+            from pseudolabel.lifecycle import MODEL_FILE
+            from pseudolabel.training import save_model
+
+            save_model(feature_classifier_model(backbone, self.config.model, self.classifier.estimator_,
+                                                len(self.task.class_map.names)), self.file(MODEL_FILE))
 
     def feature_key(self, backbone) -> dict:
         import hashlib

@@ -131,7 +131,10 @@ def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy
 
     options = dict(strategy=strategy, restart=restart)
     teacher = TeacherRun(experiment.teacher_recipe, task, out / "round0_teacher", **options)
-    runs = [teacher, *plan_baselines(experiment, task, out, pool_configs, **options)]
+    baselines = plan_baselines(experiment, task, out, pool_configs, **options)
+    runs = [teacher, *baselines]
+    if experiment.students.first_teacher == "self_training":
+        teacher = next(run for run in baselines if run.kind == "self_training")
     recipes = experiment.student_recipes if rounds is None else experiment.student_recipes[:rounds]
     for i, recipe in enumerate(recipes, start=1):
         round_dir = out / f"round{i}_{recipe.model.backbone}"
@@ -159,8 +162,9 @@ def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, str
         baselines.append(ProbeRun(ProbeConfig(**settings), task, out / "baseline_probe", **options))
     if experiment.baselines.self_training:
         origin = [p.model_dump(mode="json") for p in pool_configs]
+        teaches = experiment.students.first_teacher == "self_training"
         baselines.append(SelfTrainingRun(SelfTrainingConfig(**settings), task, out / "baseline_self_training",
-                                         origin=origin, **options))
+                                         origin=origin, exports_model=teaches, **options))
     return baselines
 
 

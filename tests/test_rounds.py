@@ -186,3 +186,37 @@ def test_seeds_option_refuses_what_is_not_a_list_of_seeds(tmp_path):
     for bad in ("a,b", "1,1", "-1"):
         result = CliRunner().invoke(main, ["run", str(experiment_file), "--seeds", bad])
         assert result.exit_code == 2 and "--seeds" in result.output, result.output
+
+
+def test_the_self_trained_feature_classifier_can_label_round_one(tmp_path):
+    """students.first_teacher = "self_training": round 1's pseudo-labels come from the probe
+    self-trained on the pools (exported as backbone + head), equal to its own predictions."""
+    import numpy as np
+
+    from pseudolabel.probe import fit_self_training
+    from pseudolabel.pseudolabels import read_pseudo_labels
+
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=30, epochs=1)
+    experiment = load_experiment(experiment_file, {"students": {"first_teacher": "self_training"}})
+    run_experiment(experiment)
+    out = tmp_path / "demo" / "runs"
+    origin = json.loads((out / "round1_tiny_cnn" / "pseudo_labels.origin.json").read_text())
+    assert origin["teacher"]["classifier"].startswith("SelfTrainingClassifier") and origin["teacher"]["exports_model"]
+
+    metrics = json.loads((out / "baseline_self_training" / "metrics.json").read_text())["self_training"]
+    with np.load(out / "baseline_self_training" / "features.npz") as npz:
+        classifier = fit_self_training(npz["train_x"], npz["train_y"], npz["pool_x"], C=metrics["C"],
+                                       threshold=metrics["threshold"], seed=0)
+        expected = classifier.predict_proba(npz["pool_x"])
+    table = read_pseudo_labels(out / "round1_tiny_cnn" / "pseudo_labels.csv")
+    np.testing.assert_allclose(table.probs, expected, atol=1e-4)
+
+
+def test_first_teacher_self_training_needs_that_baseline(tmp_path):
+    from pseudolabel.config import ConfigError
+    import pytest
+
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=30, epochs=1)
+    with pytest.raises(ConfigError, match="first_teacher = 'self_training' needs"):
+        load_experiment(experiment_file, {"students": {"first_teacher": "self_training"},
+                                          "baselines": {"self_training": False}})

@@ -16,6 +16,7 @@ from pseudolabel.backbones.registry import (
 )
 from pseudolabel.backbones import catalog as _catalog  # noqa: F401  (registers the backbones)
 from pseudolabel.backbones.factory import (
+    assemble_classifier,
     backbone_name,
     create_backbone,
     create_head,
@@ -32,7 +33,7 @@ from pseudolabel.backbones.freezing import (
 from pseudolabel.backbones.weights import WeightsUnavailableError
 
 __all__ = [
-    "BackboneSpec", "WeightsUnavailableError", "backbone_name", "block_names", "create_backbone",
+    "BackboneSpec", "WeightsUnavailableError", "assemble_classifier", "backbone_name", "block_names", "create_backbone",
     "create_head", "create_imagenet_classifier", "create_model", "describe", "freeze_backbone",
     "get_spec", "list_backbones", "nested_layers", "register_backbone", "trainable_summary", "unfreeze_top_blocks",
 ]

@@ -78,11 +78,18 @@ def create_model(backbone: str, num_classes: int, *, image_size: int | None = No
     `model.get_layer("backbone")` and `model.get_layer("head")` return the nested models; the
     head can be trained alone on cached backbone features and stays the same object here.
     """
-    import keras
-
     spec = get_spec(backbone)
     size = resolve_image_size(spec, image_size)
     body = create_backbone(backbone, image_size=size, weights=weights, drop_connect_rate=drop_connect_rate)
+    return assemble_classifier(body, backbone, num_classes, dropout=dropout)
+
+
+def assemble_classifier(body, backbone: str, num_classes: int, *, dropout: float = 0.5):
+    """`inputs -> body -> a new head` around an existing backbone model `body` (made by
+    `create_backbone(backbone, ...)`), named as `create_model` names its models."""
+    import keras
+
+    size = int(body.input_shape[1])
     head = create_head(body.output_shape[-1], num_classes, dropout=dropout)
     inputs = keras.Input((size, size, 3), name="image")
     return keras.Model(inputs, head(body(inputs)), name=f"{backbone}_classifier")

@@ -321,6 +321,9 @@ class TeacherRef(Table):
 class StudentsRef(Table):
     recipes: list[str] = []
     student_teaches: bool = True     # each student labels the pools for the next round
+    # Who labels the pools for round 1: the teacher, or the self-trained feature classifier
+    # (baseline_self_training: the probe self-trained on the pools, exported as a Keras model).
+    first_teacher: Literal["teacher", "self_training"] = "teacher"
     overrides: dict[str, Any] = {}   # merged over every student recipe
 
     @field_validator("recipes")
@@ -354,3 +357,9 @@ class Experiment(Table):
     @classmethod
     def _resolve_output(cls, value: str, info: ValidationInfo) -> str:
         return resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _first_teacher_is_run(self) -> "Experiment":
+        if self.students.first_teacher == "self_training" and not self.baselines.self_training:
+            raise ValueError("students.first_teacher = 'self_training' needs [baselines] self_training = true")
+        return self
