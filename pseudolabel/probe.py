@@ -177,26 +177,44 @@ def fit_self_training(train_x, train_y, pool_x, *, C: float, threshold: float, s
     return SelfTrainingClassifier(base, threshold=threshold).fit(x, y)
 
 
-def choose_threshold(train_x, train_y, pool_x, *, C: float, thresholds, cv: int, seed: int) -> tuple[float, dict]:
-    """The confidence threshold with the best mean ROC AUC over stratified folds of the labeled
-    train split (the pool joins every fold's training, unlabeled). Returns (threshold, scores)."""
+def choose_by_cv(train_x, train_y, pool_x, fit, candidates, *, cv: int, seed: int) -> tuple:
+    """The candidate with the best mean ROC AUC over stratified folds of the labeled train split;
+    `fit(x, y, pool_x, candidate)` returns a fitted classifier (the pool joins every fold's
+    training, unlabeled). Returns (candidate, {candidate: mean AUC})."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
 
     folds = list(StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed).split(train_x, train_y))
     n_classes = len(np.unique(train_y))
     scores = {}
-    for threshold in thresholds:
+    for candidate in candidates:
         aucs = []
         for fit_rows, held_out in folds:
-            model = fit_self_training(train_x[fit_rows], train_y[fit_rows], pool_x, C=C, threshold=threshold,
-                                      seed=seed)
-            probs = model.predict_proba(train_x[held_out])
+            probs = fit(train_x[fit_rows], train_y[fit_rows], pool_x, candidate).predict_proba(train_x[held_out])
             aucs.append(roc_auc_score(train_y[held_out], probs[:, 1]) if n_classes == 2
                         else roc_auc_score(train_y[held_out], probs, multi_class="ovr", average="macro"))
-        scores[float(threshold)] = float(np.mean(aucs))
-    best = max(scores, key=scores.get)
-    return best, scores
+        scores[candidate] = float(np.mean(aucs))
+    return max(scores, key=scores.get), scores
+
+
+def choose_threshold(train_x, train_y, pool_x, *, C: float, thresholds, cv: int, seed: int) -> tuple[float, dict]:
+    """Self-training's confidence threshold by `choose_by_cv`. Returns (threshold, scores)."""
+    def fit(x, y, pool, threshold):
+        return fit_self_training(x, y, pool, C=C, threshold=threshold, seed=seed)
+
+    return choose_by_cv(train_x, train_y, pool_x, fit, [float(t) for t in thresholds], cv=cv, seed=seed)
+
+
+def fit_label_spreading(train_x, train_y, pool_x, *, n_neighbors: int):
+    """scikit-learn's LabelSpreading (k-nearest-neighbour graph) on standardized features of the
+    labeled rows plus the pool's (label -1)."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.semi_supervised import LabelSpreading
+
+    x = np.concatenate([train_x, pool_x]) if len(pool_x) else np.asarray(train_x)
+    y = np.concatenate([np.asarray(train_y), -np.ones(len(pool_x), dtype=np.int64)])
+    return make_pipeline(StandardScaler(), LabelSpreading(kernel="knn", n_neighbors=n_neighbors, max_iter=1000)).fit(x, y)
 
 
 class SelfTrainingRun(ProbeRun):
@@ -245,20 +263,46 @@ class SelfTrainingRun(ProbeRun):
         from pseudolabel.features import FEATURES_NPZ, cached_features
 
         if not self.pool_paths:
-            raise ValueError("self-training needs the pools' images (pool_paths)")
+            raise ValueError(f"{self.kind} needs the pools' images (pool_paths)")
         started = time.perf_counter()
         self.features, reused = cached_features(self.file(FEATURES_NPZ), self.feature_key(backbone),
                                                 lambda: self.compute_features(backbone))
         features_s = time.perf_counter() - started
         fit_started = time.perf_counter()
-        x, y, pool_x = self.features["train_x"], self.features["train_y"], self.features["pool_x"]
+        summary = self.fit_classifier(self.features["train_x"], self.features["train_y"], self.features["pool_x"])
+        return {self.kind: {**summary, "pool_images": int(len(self.features["pool_x"]))},
+                "timings": {"features_s": round(features_s, 2), "features_reused": reused,
+                            "fit_s": round(time.perf_counter() - fit_started, 2)}}
+
+    def fit_classifier(self, x, y, pool_x) -> dict:
+        """Fit `self.classifier` on the labeled rows and the pool's; returns what was chosen."""
         c = probe_summary(fit_probe(x, y, cv=self.config.cv, seed=self.seed)[-1], self.config.cv)["C"]
         threshold, scores = choose_threshold(x, y, pool_x, C=c, thresholds=self.config.thresholds,
                                              cv=self.config.cv, seed=self.seed)
         self.classifier = fit_self_training(x, y, pool_x, C=c, threshold=threshold, seed=self.seed)
-        added = int((self.classifier.labeled_iter_[len(x):] > 0).sum())
-        return {"self_training": {"C": c, "threshold": threshold, "cv_roc_auc_by_threshold": scores,
-                                  "pool_images": int(len(pool_x)), "pseudo_labeled": added,
-                                  "iterations": int(self.classifier.n_iter_)},
-                "timings": {"features_s": round(features_s, 2), "features_reused": reused,
-                            "fit_s": round(time.perf_counter() - fit_started, 2)}}
+        return {"C": c, "threshold": threshold, "cv_roc_auc_by_threshold": scores,
+                "pseudo_labeled": int((self.classifier.labeled_iter_[len(x):] > 0).sum()),
+                "iterations": int(self.classifier.n_iter_)}
+
+
+class LabelSpreadingRun(SelfTrainingRun):
+    """scikit-learn's LabelSpreading over the same standardized features and pools (a graph-based
+    semi-supervised baseline; its k nearest neighbours chosen by CV on train). Not exported as a
+    Keras model: it predicts through its graph, not a linear head."""
+
+    kind = "label_spreading"
+
+    def resolved_config(self) -> dict:
+        return {**self.config.model_dump(mode="json"), "fit_on": "train + pools (unlabeled)",
+                "classifier": "StandardScaler + LabelSpreading(kernel=knn)", "pools": self.origin}
+
+    def save(self, backbone) -> None:
+        pass
+
+    def fit_classifier(self, x, y, pool_x) -> dict:
+        def fit(fx, fy, pool, k):
+            return fit_label_spreading(fx, fy, pool, n_neighbors=k)
+
+        k, scores = choose_by_cv(x, y, pool_x, fit, list(self.config.n_neighbors), cv=self.config.cv, seed=self.seed)
+        self.classifier = fit(x, y, pool_x, k)
+        return {"n_neighbors": k, "cv_roc_auc_by_n_neighbors": scores}

@@ -150,21 +150,25 @@ def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy
 
 
 def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, strategy, restart: bool) -> list:
-    """The linear probe and the probe self-trained on the pools (`[baselines]`), on the features
-    of the teacher's backbone: what every semi-supervised gain is stated against too."""
-    from pseudolabel.config import ProbeConfig, SelfTrainingConfig
-    from pseudolabel.probe import ProbeRun, SelfTrainingRun
+    """The linear probe, the probe self-trained on the pools and (optionally) label spreading
+    (`[baselines]`), on the features of the teacher's backbone: what every semi-supervised gain is
+    stated against too."""
+    from pseudolabel.config import LabelSpreadingConfig, ProbeConfig, SelfTrainingConfig
+    from pseudolabel.probe import LabelSpreadingRun, ProbeRun, SelfTrainingRun
 
     settings = dict(model=experiment.teacher_recipe.model, seed=experiment.teacher_recipe.train.seed)
     options = dict(strategy=strategy, restart=restart)   # the strategy says where this worker writes
+    origin = [p.model_dump(mode="json") for p in pool_configs]
     baselines = []
     if experiment.baselines.probe:
         baselines.append(ProbeRun(ProbeConfig(**settings), task, out / "baseline_probe", **options))
     if experiment.baselines.self_training:
-        origin = [p.model_dump(mode="json") for p in pool_configs]
         teaches = experiment.students.first_teacher == "self_training"
         baselines.append(SelfTrainingRun(SelfTrainingConfig(**settings), task, out / "baseline_self_training",
                                          origin=origin, exports_model=teaches, **options))
+    if experiment.baselines.label_spreading:
+        baselines.append(LabelSpreadingRun(LabelSpreadingConfig(**settings), task, out / "baseline_label_spreading",
+                                           origin=origin, **options))
     return baselines
 
 

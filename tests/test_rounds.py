@@ -220,3 +220,15 @@ def test_first_teacher_self_training_needs_that_baseline(tmp_path):
     with pytest.raises(ConfigError, match="first_teacher = 'self_training' needs"):
         load_experiment(experiment_file, {"students": {"first_teacher": "self_training"},
                                           "baselines": {"self_training": False}})
+
+
+def test_label_spreading_baseline_runs_on_the_same_features_when_asked(tmp_path):
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=40, n_unlabeled=30, epochs=1)
+    experiment = load_experiment(experiment_file, {"baselines": {"label_spreading": True}})
+    summary = run_experiment(experiment, rounds=0)
+    assert [row["run"] for row in summary["rows"]] == ["round0_teacher", "baseline_probe", "baseline_self_training",
+                                                       "baseline_label_spreading"]
+    metrics = json.loads((tmp_path / "demo" / "runs" / "baseline_label_spreading" / "metrics.json").read_text())
+    chosen = metrics["label_spreading"]
+    assert chosen["pool_images"] == 30 and chosen["n_neighbors"] in (5, 10, 20)
+    assert set(chosen["cv_roc_auc_by_n_neighbors"]) == {"5", "10", "20"}   # JSON keys

@@ -27,6 +27,7 @@ from pseudolabel.config.schema import (
     PoolConfig,
     ProbeConfig,
     PseudoConfig,
+    LabelSpreadingConfig,
     SelfTrainingConfig,
     Recipe,
     StudentRecipe,
@@ -36,7 +37,7 @@ from pseudolabel.config.schema import (
 )
 
 __all__ = [
-    "Baselines", "SelfTrainingConfig", "ClassesTable", "ConfigError", "DataConfig", "Experiment", "ModelConfig", "Noise", "PoolConfig",
+    "Baselines", "LabelSpreadingConfig", "SelfTrainingConfig", "ClassesTable", "ConfigError", "DataConfig", "Experiment", "ModelConfig", "Noise", "PoolConfig",
     "ProbeConfig", "PseudoConfig", "Recipe", "StudentRecipe", "StudentTrain", "TeacherRecipe", "TeacherTrain",
     "describe_validation_error", "load_experiment", "load_recipe", "merge_overrides", "read_toml", "validate",
 ]

@@ -212,12 +212,21 @@ class SelfTrainingConfig(ProbeConfig):
     thresholds: Annotated[list[Annotated[float, Field(gt=0.0, lt=1.0)]], Field(min_length=1)] = [0.7, 0.8, 0.9, 0.95]
 
 
+class LabelSpreadingConfig(ProbeConfig):
+    """The graph-based baseline: scikit-learn's LabelSpreading (knn kernel) on the standardized
+    frozen features of train + pools; `n_neighbors` chosen by cross-validation on train."""
+
+    kind: Literal["label_spreading"] = "label_spreading"
+    n_neighbors: Annotated[list[AtLeastOne], Field(min_length=1)] = [5, 10, 20]
+
+
 class Baselines(Table):
     """`[baselines]`: the supervised and shallow semi-supervised runs every experiment reports
     beside the teacher, on the teacher's backbone features (seconds, not minutes)."""
 
     probe: bool = True
     self_training: bool = True
+    label_spreading: bool = False
 
 
 # --------------------------------------------------------------------------- experiments
