@@ -109,7 +109,7 @@ def test_cli_import_then_files_load_and_errors_are_one_line(folders, tmp_path):
 
     too_many = CliRunner().invoke(main, ["data", "import-folders", str(train), "--labels-per-class", "50",
                                          "--out", str(tmp_path / "o2")])
-    assert too_many.exit_code == 1 and "fewer than --labels-per-class 50" in too_many.output
+    assert too_many.exit_code == 1 and "too few for 50 labels per class" in too_many.output
     assert not (tmp_path / "o2").exists()  # nothing half-written
 
 

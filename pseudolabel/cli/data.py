@@ -316,6 +316,10 @@ def import_letters(letters, folder, out, root, skip, missing, force):
               help="Fraction of the (kept) training images set aside for validation.")
 @click.option("--test-size", type=float, default=0.2, show_default=True,
               help="Without --test-dir: fraction of TRAIN_DIR that becomes the test split.")
+@click.option("--test-per-class", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Without --test-dir, instead of --test-size: N test images of every class.")
+@click.option("--val-per-class", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Instead of --val-size: N validation images of every class (out of the kept labels).")
 @click.option("--labels-per-class", type=click.IntRange(min=1), default=None, metavar="N",
               help="Keep N labeled images per class (train + val); the rest of TRAIN_DIR becomes an unlabeled "
                    "pool whose true labels are written aside (pool_truth.csv).")
@@ -330,8 +334,8 @@ def import_letters(letters, folder, out, root, skip, missing, force):
               help="Student recipe to copy into OUT/recipes/ [default: the shipped students/efficientnet_lite0.toml].")
 @click.option("--force", is_flag=True, help="Overwrite files of an earlier, different import in --out.")
 @fail_cleanly
-def import_folders(train_dir, test_dir, val_size, test_size, labels_per_class, pools, seed, out, teacher_recipe,
-                   student_recipe, force):
+def import_folders(train_dir, test_dir, val_size, test_size, test_per_class, val_per_class, labels_per_class, pools,
+                   seed, out, teacher_recipe, student_recipe, force):
     """Import a folder-per-class data set (TRAIN_DIR/<class>/*.jpg) as a ready experiment.
 
     Class names are the folder names. Writes the labels CSV, the fixed split, copies of the
@@ -341,7 +345,10 @@ def import_folders(train_dir, test_dir, val_size, test_size, labels_per_class, p
     """
     from pseudolabel.data.folders import import_folders as run_import
 
+    if test_dir is not None and test_per_class is not None:
+        raise click.UsageError("--test-per-class is for a test part taken from TRAIN_DIR; --test-dir is the test split")
     result = run_import(train_dir, out, test_dir=test_dir, val_size=val_size, test_size=test_size,
+                        test_per_class=test_per_class, val_per_class=val_per_class,
                         labels_per_class=labels_per_class, pools=pools, seed=seed, force=force,
                         recipes={"teacher": teacher_recipe, "student": student_recipe})
     names = list(result.split.class_map.names)
