@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pseudolabel.config.schema import held_back_pool_name
 from pseudolabel.data.classes import ClassMap
 from pseudolabel.data.errors import DataError
 from pseudolabel.data.labels import LabeledSet
@@ -126,11 +127,6 @@ class FolderSplit:
     def truth_csv(self) -> str:
         """The held-back images' labels: `image,label` with absolute image paths and class names."""
         return truth_csv([(str(self.root / image), label) for image, label in self.held_back])
-
-
-def held_back_pool_name(train_dir) -> str:
-    """The name of the pool made of a train folder's held-back images."""
-    return f"{Path(train_dir).name}_unlabeled"
 
 
 def truth_csv(rows) -> str:
