@@ -1,7 +1,9 @@
-"""Folder-per-class data (the Keras `image_dataset_from_directory` convention) -> a ready experiment.
+"""Folder-per-class data (the Keras `image_dataset_from_directory` convention) -> a fixed split,
+and a ready experiment.
 
 TRAIN_DIR/<class>/...images (nested folders allowed); the class names are the folder names,
-sorted. `import_folders` writes into OUT: `labels.csv` (image,label, image paths relative to the
+sorted. `split_folders` makes the split (the same files and arguments, the same split); an
+experiment's `[data] layout = "folders"` loads it so (`data.task`), and `import_folders` writes into OUT: `labels.csv` (image,label, image paths relative to the
 data root: the deepest folder holding the train and test folders), `split.csv` (a given test
 folder is the test split as it is; otherwise a stratified, seeded part of the train folder),
 copies of the shipped Lite0 teacher and student recipes under `recipes/`, and `experiment.toml`,
