@@ -26,10 +26,16 @@ def extract_features(backbone, dataset, *, verbose="auto") -> np.ndarray:
 
     `dataset` yields image batches or `(images, ...)` tuples (only the images are used).
     """
+    import warnings
+
     import tensorflow as tf
 
     images_only = dataset.map(lambda *e: e[0]) if isinstance(dataset, tf.data.Dataset) and _is_tuple(dataset) else dataset
-    return np.asarray(backbone.predict(images_only, verbose=keras_verbose(verbose)), dtype=np.float32)
+    with warnings.catch_warnings():
+        # A dataset of unknown length (a pool whose unreadable images are skipped) makes Keras'
+        # predict warn "Your input ran out of data" at its end, which is where it should stop.
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        return np.asarray(backbone.predict(images_only, verbose=keras_verbose(verbose)), dtype=np.float32)
 
 
 def _is_tuple(dataset) -> bool:

@@ -3,6 +3,8 @@
 The output directory holds one run directory per model and one pseudo-label table per round:
 
     OUTPUT/pools.json, pools.csv           which pools, how many images each kept / excluded / skipped
+    OUTPUT/pool_truth.csv                  [data] layout = "folders" with labels_per_class: the held-back
+                                           pool images' true labels (image,label), kept aside
     OUTPUT/round0_teacher/                 the supervised teacher (a run directory)
     OUTPUT/round1_<backbone>/              the student of round 1 (a run directory), holding
         pseudo_labels.csv                  the previous model's labels for the pools it trained on
@@ -96,12 +98,15 @@ def experiment_lock(out: Path, strategy):
 def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy, started: float) -> dict | None:
     from pseudolabel import distribute
     from pseudolabel.data import prepare_pools
+    from pseudolabel.data.folders import TRUTH_FILE
     from pseudolabel.report import compare_runs
 
     from pseudolabel.probe import SelfTrainingRun
     from pseudolabel.students import StudentRun
 
     out = Path(experiment.output)
+    if task.held_back and distribute.is_chief(strategy):
+        write_held_back_truth(task, out / TRUTH_FILE)
     pools = prepare_pools([p.model_dump() for p in pool_configs], task.labeled.paths, out) if runs[1:] else []
     for run in runs:
         if isinstance(run, SelfTrainingRun):
@@ -120,6 +125,18 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
     print(f"experiment '{experiment.name}': {len(runs)} models in {time.perf_counter() - started:.0f} s; "
           f"report: {out / 'report' / 'compare.md'}")
     return summary
+
+
+def write_held_back_truth(task, path: Path) -> None:
+    """The labels of the train folder's held-back images (the folders layout's pool), kept aside:
+    `image,label` with absolute image paths and class names, as `data import-folders` writes it."""
+    from pseudolabel.data.folders import truth_csv
+    from pseudolabel.rundir import atomic_write_text
+
+    text = truth_csv(task.held_back)
+    if not path.exists() or path.read_text() != text:
+        atomic_write_text(path, text)
+    print(f"held-back labels of {len(task.held_back)} pool images (never trained on): {path}")
 
 
 def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy, restart: bool,

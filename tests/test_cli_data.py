@@ -188,3 +188,27 @@ def test_split_per_class_bad_options_fail_cleanly(tmp_path):
     too_many = run("split", "--root", root, "--out", out, "--test-per-class", 10, "--val-per-class", 2)
     assert too_many.exit_code != 0 and "Traceback" not in too_many.output
     assert "class 'Bed' has 12" in too_many.output and not out.exists()
+
+
+def test_split_and_summary_take_the_class_map_of_an_experiment(tmp_path):
+    """Any [data.classes] table (here a map merging two raw labels), not only the named maps."""
+    root, _ = long_class_root(tmp_path)
+    exp = tmp_path / "e.toml"
+    exp.write_text(f'[data]\nroot = "{root}"\nlabels = "{root / "labels.csv"}"\n[data.classes]\n'
+                   'names = ["other", "bath"]\npositive = "bath"\n'
+                   'map = { Bathroom_with_bathtub = "bath", KitchenLivingroom = "other", Bed = "other" }\n')
+    out = tmp_path / "split.csv"
+    result = run("split", "--experiment", exp, "--out", out, "--test-per-class", 3)
+    assert result.exit_code == 0, result.output
+    assert_table_aligned(result.output.splitlines(), ["other", "bath"])
+    class_map = D.ClassMap(["other", "bath"], {"Bathroom_with_bathtub": "bath", "KitchenLivingroom": "other",
+                                               "Bed": "other"}, positive="bath")
+    assert D.read_split(out, root, class_map).class_counts()["test"] == {"other": 3, "bath": 3}
+    summary = run("summary", "--experiment", exp, "--split", out, "--no-pool")
+    assert summary.exit_code == 0, summary.output
+    assert "class 1 bath (positive): 12" in squeeze(summary.output) and "class 0 other: 24" in squeeze(summary.output)
+    assert "<- Bed, KitchenLivingroom" in summary.output
+    folders = tmp_path / "f.toml"
+    folders.write_text(f'[data]\nlayout = "folders"\ntrain = "{root}"\n')
+    refused = run("split", "--experiment", folders, "--out", out)
+    assert refused.exit_code == 2 and "import-folders` writes that split as CSVs" in refused.output

@@ -224,3 +224,22 @@ def test_a_corrupt_keras_weight_cache_says_which_file_to_delete(tmp_path, monkey
     assert len(error) == 1, result.output
     assert str(cached) in error[0] and "delete it" in error[0] and "MD5" in error[0]
     assert "Traceback" not in result.output
+
+
+def test_data_warnings_are_one_warning_line(monkeypatch, log_dir):
+    import warnings
+
+    from pseudolabel.data import DataWarning
+
+    others = []
+    monkeypatch.setattr(warnings, "showwarning", lambda message, *rest, **kw: others.append(str(message)))
+
+    def warn():
+        warnings.simplefilter("always")
+        warnings.warn(DataWarning("train: skipped 1 unreadable image(s): train/a/broken.jpg"))
+        warnings.warn(UserWarning("a library's own warning"))
+
+    result = _run_command(monkeypatch, warn)
+    assert result.exit_code == 0
+    assert result.stderr == "warning: train: skipped 1 unreadable image(s): train/a/broken.jpg\n"
+    assert others == ["a library's own warning"]          # shown as before (here: by the test's handler)

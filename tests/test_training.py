@@ -429,3 +429,23 @@ def test_cli_teach_and_probe(tmp_path, dataset_root):
                                        "--cv", "3", *common, "--out", str(tmp_path / "p")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "p" / "metrics.json").exists()
+
+
+def test_features_of_a_pool_with_an_unreadable_image_come_without_a_keras_warning(tmp_path, dataset_root):
+    """A pool's dataset skips unreadable images, so its length is unknown: Keras' predict then
+    warns "Your input ran out of data" at its end, library noise in every run with a pool."""
+    import warnings
+
+    from pseudolabel.backbones import create_backbone
+    from pseudolabel.features import extract_features
+    from pseudolabel.pipeline import make_dataset
+
+    paths = sorted((dataset_root / "Labeled").glob("*.jpg"))[:5]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    pool = make_dataset([*paths, tmp_path / "broken.jpg"], image_size=32, batch_size=2, shuffle=False,
+                        augment=None, cache=None, repeat=False, on_error="skip")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        features = extract_features(create_backbone("tiny_cnn", image_size=32, weights=None), pool, verbose=0)
+    assert features.shape[0] == 5
+    assert not [w for w in caught if "ran out of data" in str(w.message)]

@@ -8,7 +8,7 @@ under `common.GuardedGroup`: an error it raises is one line, never a bare traceb
 import click
 
 from pseudolabel import __version__
-from pseudolabel.cli.common import GuardedGroup
+from pseudolabel.cli.common import GuardedGroup, data_warnings_as_lines
 
 
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,6 +25,7 @@ def main(verbose):
     from pseudolabel import quiet
 
     quiet.verbose_tensorflow() if verbose else quiet.quiet_tensorflow()
+    data_warnings_as_lines()
 
 
 def _register():

@@ -48,9 +48,27 @@ def data_config(experiment=None, root=None, labels=None, split=None, classes=Non
             values[key] = str(Path(value).resolve())
     if classes:
         values["classes"] = classes
-    if not values.get("root"):
+    if not values.get("root") and values.get("layout") != "folders":
         raise click.UsageError("give --root (the data folder) or --experiment")
     return validate(DataConfig, values, source="the command line (--experiment/--root/--labels/--split/--classes)")
+
+
+def data_warnings_as_lines() -> None:
+    """Show the project's DataWarnings (unreadable images skipped, labels joining a split...) as
+    one `warning: ...` line on stderr instead of Python's `file:line: DataWarning:` form with a
+    source line; every other warning as before. Matched by name: importing `pseudolabel.data`
+    here would slow down every command's start."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__name__ == "DataWarning" and category.__module__ == "pseudolabel.data.errors":
+            click.echo(f"warning: {message}", err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def pseudo_config(experiment, flags: dict | None = None):

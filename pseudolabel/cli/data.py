@@ -15,8 +15,8 @@ import click
 from pseudolabel.cli.common import fail_cleanly
 
 _CLASS_CHOICES = click.Choice(["identity", "house_rooms"])
-_CLASSES_HELP = ("Class map: 'identity' (one class per raw label) or 'house_rooms' (Modern vs "
-                 "not-Modern: M -> modern, O and N -> old).")
+_CLASSES_HELP = ("Class map: 'identity' (one class per raw label: the K-class form) or 'house_rooms' (Modern vs "
+                 "not-Modern: M -> modern, O and N -> old); any other map: --experiment.")
 _MAX_LISTED = 50  # longest list of excluded/skipped files printed; --report-dir has them all
 
 
@@ -26,9 +26,12 @@ def data():
 
 
 def _labels_options(func):
-    """--root / --labels / --classes, shared by summary and split."""
-    func = click.option("--classes", type=_CLASS_CHOICES, default="identity", show_default=True,
-                        help=_CLASSES_HELP)(func)
+    """--experiment / --root / --labels / --classes, shared by summary and split."""
+    func = click.option("--experiment", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                        help="Take the data root, the labels CSV and the class map (any [data.classes] table: "
+                             "K names, a map) from this experiment's [data]; the flags override it.")(func)
+    func = click.option("--classes", type=_CLASS_CHOICES, default=None,
+                        help=_CLASSES_HELP + " Default: the --experiment's, else identity.")(func)
     func = click.option("--labels", type=click.Path(dir_okay=False, path_type=Path),
                         help="Labels CSV (image,label). Default: ROOT/labels.csv.")(func)
     func = click.option("--root", "--data", "root", type=click.Path(file_okay=False, path_type=Path),
@@ -54,7 +57,23 @@ def _report_warnings():
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
-def _load_labels(root: Path | None, labels: Path | None, classes: str):
+def _data_flags(experiment: Path | None, root: Path | None, labels: Path | None, classes):
+    """(root, labels, classes): the flags, completed from the experiment's `[data]` when given."""
+    if experiment is None:
+        return root, labels, classes or "identity"
+    from pseudolabel.config import ClassesTable, load_experiment
+
+    data = load_experiment(experiment).data
+    if data.layout == "folders":
+        raise click.UsageError(f"{experiment}: its data is a folder per class (layout = \"folders\"), split when "
+                               "it is read; `pseudolabel data import-folders` writes that split as CSVs")
+    if labels is None and data.labels is None:
+        raise click.UsageError(f"{experiment}: names no labels CSV ([data] labels); give --labels")
+    table = data.classes.model_dump(exclude_none=True) if isinstance(data.classes, ClassesTable) else data.classes
+    return root or Path(data.root), labels or Path(data.labels), classes or table or "identity"
+
+
+def _load_labels(root: Path | None, labels: Path | None, classes):
     from pseudolabel.data import read_labels_csv, resolve_class_map
 
     if labels is None and root is None:
@@ -87,8 +106,8 @@ def _load_labels(root: Path | None, labels: Path | None, classes: str):
               help="Also write pools.csv (every pool image: kept/excluded/skipped + reason) and pools.json here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of text.")
 @fail_cleanly
-def summary(root, labels, classes, split, pools, glob, no_pool, hash_distance, min_inliers, no_keypoints,
-            report_dir, as_json):
+def summary(experiment, root, labels, classes, split, pools, glob, no_pool, hash_distance, min_inliers,
+            no_keypoints, report_dir, as_json):
     """Describe a labeled set: classes, split sizes, pools, duplicates, unreadable files.
 
     Checks every labeled image (a bad one is an error naming file and line), finds near-duplicate
@@ -102,6 +121,7 @@ def summary(root, labels, classes, split, pools, glob, no_pool, hash_distance, m
     from pseudolabel import data as D
 
     distance = D.DEFAULT_HASH_DISTANCE if hash_distance is None else hash_distance
+    root, labels, classes = _data_flags(experiment, root, labels, classes)
     with _report_warnings():
         labeled, class_map = _load_labels(root, labels, classes)
         # Without --split, show the split `data split` would write with its defaults (seed 0).
@@ -227,8 +247,8 @@ def _rel_reason(reason: str, root: Path) -> str:
 @click.option("--no-group-duplicates", is_flag=True, help="Split near-duplicate labeled images independently.")
 @click.option("--force", is_flag=True, help="Overwrite --out if it holds a different split.")
 @fail_cleanly
-def split(root, labels, classes, out, test_size, val_size, test_per_class, val_per_class, seed, hash_distance,
-          no_group_duplicates, force):
+def split(experiment, root, labels, classes, out, test_size, val_size, test_per_class, val_per_class, seed,
+          hash_distance, no_group_duplicates, force):
     """Make a fixed, stratified train/val/test split and write it as a CSV.
 
     Sizes are fractions (--test-size, --val-size) or counts per class (--test-per-class,
@@ -243,6 +263,7 @@ def split(root, labels, classes, out, test_size, val_size, test_per_class, val_p
     if test_per_class is not None and (test_size is not None or val_size is not None):
         raise click.UsageError("give sizes as fractions (--test-size/--val-size) or as counts "
                                "(--test-per-class/--val-per-class), not both")
+    root, labels, classes = _data_flags(experiment, root, labels, classes)
     with _report_warnings():
         labeled, class_map = _load_labels(root, labels, classes)
         distance = D.DEFAULT_HASH_DISTANCE if hash_distance is None else hash_distance
@@ -316,6 +337,10 @@ def import_letters(letters, folder, out, root, skip, missing, force):
               help="Fraction of the (kept) training images set aside for validation.")
 @click.option("--test-size", type=float, default=0.2, show_default=True,
               help="Without --test-dir: fraction of TRAIN_DIR that becomes the test split.")
+@click.option("--test-per-class", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Without --test-dir, instead of --test-size: N test images of every class.")
+@click.option("--val-per-class", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Instead of --val-size: N validation images of every class (out of the kept labels).")
 @click.option("--labels-per-class", type=click.IntRange(min=1), default=None, metavar="N",
               help="Keep N labeled images per class (train + val); the rest of TRAIN_DIR becomes an unlabeled "
                    "pool whose true labels are written aside (pool_truth.csv).")
@@ -330,8 +355,8 @@ def import_letters(letters, folder, out, root, skip, missing, force):
               help="Student recipe to copy into OUT/recipes/ [default: the shipped students/efficientnet_lite0.toml].")
 @click.option("--force", is_flag=True, help="Overwrite files of an earlier, different import in --out.")
 @fail_cleanly
-def import_folders(train_dir, test_dir, val_size, test_size, labels_per_class, pools, seed, out, teacher_recipe,
-                   student_recipe, force):
+def import_folders(train_dir, test_dir, val_size, test_size, test_per_class, val_per_class, labels_per_class, pools,
+                   seed, out, teacher_recipe, student_recipe, force):
     """Import a folder-per-class data set (TRAIN_DIR/<class>/*.jpg) as a ready experiment.
 
     Class names are the folder names. Writes the labels CSV, the fixed split, copies of the
@@ -341,7 +366,10 @@ def import_folders(train_dir, test_dir, val_size, test_size, labels_per_class, p
     """
     from pseudolabel.data.folders import import_folders as run_import
 
+    if test_dir is not None and test_per_class is not None:
+        raise click.UsageError("--test-per-class is for a test part taken from TRAIN_DIR; --test-dir is the test split")
     result = run_import(train_dir, out, test_dir=test_dir, val_size=val_size, test_size=test_size,
+                        test_per_class=test_per_class, val_per_class=val_per_class,
                         labels_per_class=labels_per_class, pools=pools, seed=seed, force=force,
                         recipes={"teacher": teacher_recipe, "student": student_recipe})
     names = list(result.split.class_map.names)

@@ -266,25 +266,90 @@ class ClassesTable(Table):
         return self
 
 
-class DataConfig(Table):
-    """`[data]`: `root` is the folder image paths in the labels CSV and split are relative to;
-    `labels` the labels CSV (image,label), `split` the fixed split CSV; at least one of them."""
+def held_back_pool_name(train_dir: str | Path) -> str:
+    """The name of the pool of a train folder's held-back images (the folders layout, import-folders)."""
+    return f"{Path(train_dir).name}_unlabeled"
 
-    root: str
+
+FOLDER_KEYS = ("train", "test", "test_size", "test_per_class", "val_size", "val_per_class", "labels_per_class", "seed")
+CSV_KEYS = ("root", "labels", "split")
+
+
+class DataConfig(Table):
+    """`[data]`: the labeled images and their fixed split, in one of two layouts.
+
+    `layout = "csv"` (the default): `root` is the folder image paths in the labels CSV and split
+    are relative to; `labels` the labels CSV (image,label), `split` the fixed split CSV; at least
+    one of them.
+
+    `layout = "folders"`: a folder per class (the Keras `image_dataset_from_directory` layout), no
+    CSV; what `pseudolabel data import-folders` does, made at every load. `train`: TRAIN/<class>/...
+    images; the class names are the folder names (sorted, or `[data.classes] names` in that order:
+    names only, no map). `test`: a folder per class that is the test split as it is; without it, a
+    stratified, seeded part of `train` is (`test_size`, default 0.2, or `test_per_class` images of
+    every class). `labels_per_class`: only N images per class stay labeled (train + val); the rest
+    of `train` becomes the experiment's first pool, `<train folder name>_unlabeled`, its true labels
+    written aside to OUTPUT/pool_truth.csv. Validation: `val_per_class` images of every class, else
+    a stratified `val_size` part (default 0.15) of the labeled training images. `seed` (default 0)
+    seeds every choice of the split. The split is a function of the image files (names, classes,
+    readability) and these keys: the same files and keys give the same split and split hash; an
+    image added, removed, renamed or unreadable, or another key, gives another split, which runs
+    made before refuse. Unreadable images are skipped and listed.
+    """
+
+    layout: Literal["csv", "folders"] = "csv"
+    root: Optional[str] = None
     labels: Optional[str] = None
     split: Optional[str] = None
     classes: Union[None, NAMED_CLASS_MAPS, ClassesTable] = None
+    train: Optional[str] = None
+    test: Optional[str] = None
+    test_size: Optional[Annotated[float, Field(gt=0.0, lt=1.0)]] = None
+    test_per_class: Optional[AtLeastOne] = None
+    val_size: Optional[Rate] = None
+    val_per_class: Optional[AtLeastOne] = None
+    labels_per_class: Optional[AtLeastOne] = None
+    seed: Optional[Count] = None
 
-    @field_validator("root", "labels", "split")
+    @field_validator("root", "labels", "split", "train", "test")
     @classmethod
     def _paths(cls, value: str | None, info: ValidationInfo) -> str | None:
         return resolve_path(value, info)
 
     @model_validator(mode="after")
-    def _labels_or_split(self) -> "DataConfig":
-        if self.labels is None and self.split is None:
-            raise ValueError("name the labels CSV (labels = ...) or the split (split = ...); nothing is assumed")
+    def _one_layout(self) -> "DataConfig":
+        given = lambda keys: [k for k in keys if getattr(self, k) is not None]  # noqa: E731
+        if self.layout == "csv":
+            if given(FOLDER_KEYS):
+                raise ValueError(f"{', '.join(given(FOLDER_KEYS))}: only with layout = \"folders\"")
+            if self.root is None:
+                raise ValueError("root: required (the folder image paths in the CSVs are relative to)")
+            if self.labels is None and self.split is None:
+                raise ValueError("name the labels CSV (labels = ...) or the split (split = ...); nothing is assumed")
+            return self
+        if given(CSV_KEYS):
+            raise ValueError(f"{', '.join(given(CSV_KEYS))}: not with layout = \"folders\" (train = the folder "
+                             "per class; pseudolabel data import-folders writes CSVs)")
+        if self.train is None:
+            raise ValueError('train: required with layout = "folders" (the folder holding a folder per class)')
+        for a, b in (("test", "test_size"), ("test", "test_per_class"), ("test_size", "test_per_class"),
+                     ("val_size", "val_per_class")):
+            if getattr(self, a) is not None and getattr(self, b) is not None:
+                raise ValueError(f"{a} and {b}: give one of them")
+        if not (self.classes is None or isinstance(self.classes, ClassesTable) and self.classes.map is None):
+            raise ValueError('classes: with layout = "folders", only names = [...] (the class folders, in '
+                             "index order) and positive; the raw labels are the folder names")
+        if self.val_per_class is not None and self.labels_per_class is not None \
+                and self.val_per_class >= self.labels_per_class:
+            raise ValueError(f"val_per_class ({self.val_per_class}) must be below labels_per_class "
+                             f"({self.labels_per_class}): some labels must train")
         return self
+
+    def held_back_pool(self) -> Optional["PoolConfig"]:
+        """The pool of the train folder's held-back images (layout "folders" with labels_per_class)."""
+        if self.layout != "folders" or self.labels_per_class is None:
+            return None
+        return PoolConfig(name=held_back_pool_name(self.train), path=self.train)
 
     def as_task_config(self) -> dict[str, Any]:
         """The table as `data.load_task` reads it."""
@@ -371,4 +436,13 @@ class Experiment(Table):
     def _first_teacher_is_run(self) -> "Experiment":
         if self.students.first_teacher == "self_training" and not self.baselines.self_training:
             raise ValueError("students.first_teacher = 'self_training' needs [baselines] self_training = true")
+        return self
+
+    @model_validator(mode="after")
+    def _held_back_pool_first(self) -> "Experiment":
+        # The train folder's held-back images are a pool like any other (in config.json, in every
+        # student's origin); added once, so a dumped and re-read experiment keeps one copy.
+        pool = self.data.held_back_pool()
+        if pool is not None and not any(p.name == pool.name and p.path == pool.path for p in self.pools):
+            object.__setattr__(self, "pools", [pool, *self.pools])
         return self

@@ -18,8 +18,9 @@ TensorFlow. Pixels are only touched through `pseudolabel.images`.
   drops every labeled image and every near-duplicate (perceptual hash) of ANY labeled image --
   train, val or test: a test image must never reach training through a pool -- and skips
   unreadable files (listed, never fatal).
-- A folder-per-class data set (`folders`, the Keras `image_dataset_from_directory` layout)
-  becomes a labels CSV, a split and a ready experiment file (`import_folders`).
+- A folder-per-class data set (`folders`, the Keras `image_dataset_from_directory` layout) is
+  split (`split_folders`) and written as a labels CSV, a split and a ready experiment file
+  (`import_folders`), or read as it is by an experiment's `[data] layout = "folders"`.
 - `summary` describes all of it (`pseudolabel data summary`); `task` builds what training and
   evaluation need from an experiment's `data` table.
 
@@ -37,7 +38,7 @@ from pseudolabel.data.duplicates import (DEFAULT_HASH_DISTANCE, DEFAULT_MIN_INLI
                                          match_keypoints, match_near_duplicates, min_hash_distances,
                                          read_signature_image)
 from pseudolabel.data.errors import DataError, DataWarning, problems_error
-from pseudolabel.data.folders import FolderImport, class_folders, import_folders
+from pseudolabel.data.folders import FolderImport, FolderSplit, class_folders, import_folders, split_folders
 from pseudolabel.data.labels import (LabeledSet, check_rows, format_problems, read_csv_rows, read_labels_csv,
                                      write_labels_csv)
 from pseudolabel.data.letters import HOUSE_ROOMS_LETTER_FIXES, labels_from_letters
@@ -45,7 +46,7 @@ from pseudolabel.data.pools import (IN_EARLIER_POOL, LABELED, NEAR_DUPLICATE, Po
                                     pool_summary, prepare_pools, scan_pool, write_pool_report)
 from pseudolabel.data.splits import SPLIT_NAMES, Split, make_split, read_split, write_split
 from pseudolabel.data.summary import summarize
-from pseudolabel.data.task import Task, load_task
+from pseudolabel.data.task import Task, load_folder_task, load_task
 
 __all__ = [
     # errors
@@ -68,7 +69,7 @@ __all__ = [
     "Pool", "scan_pool", "filter_pool", "prepare_pools", "write_pool_report", "pool_summary", "labeled_folders",
     "LABELED", "NEAR_DUPLICATE", "IN_EARLIER_POOL",
     # summary, task
-    "summarize", "Task", "load_task",
+    "summarize", "Task", "load_task", "load_folder_task",
     # folders
-    "FolderImport", "class_folders", "import_folders",
+    "FolderImport", "FolderSplit", "class_folders", "import_folders", "split_folders",
 ]

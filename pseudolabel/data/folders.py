@@ -1,7 +1,9 @@
-"""Folder-per-class data (the Keras `image_dataset_from_directory` convention) -> a ready experiment.
+"""Folder-per-class data (the Keras `image_dataset_from_directory` convention) -> a fixed split,
+and a ready experiment.
 
 TRAIN_DIR/<class>/...images (nested folders allowed); the class names are the folder names,
-sorted. `import_folders` writes into OUT: `labels.csv` (image,label, image paths relative to the
+sorted. `split_folders` makes the split (the same files and arguments, the same split); an
+experiment's `[data] layout = "folders"` loads it so (`data.task`), and `import_folders` writes into OUT: `labels.csv` (image,label, image paths relative to the
 data root: the deepest folder holding the train and test folders), `split.csv` (a given test
 folder is the test split as it is; otherwise a stratified, seeded part of the train folder),
 copies of the shipped Lite0 teacher and student recipes under `recipes/`, and `experiment.toml`,
@@ -17,6 +19,7 @@ listed (as pools do), never fatal; nothing is written when an error stops the im
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import os
@@ -26,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pseudolabel.config.schema import held_back_pool_name
 from pseudolabel.data.classes import ClassMap
 from pseudolabel.data.errors import DataError
 from pseudolabel.data.labels import LabeledSet
@@ -78,83 +82,160 @@ def _is_image_file(path: Path, top: Path) -> bool:
 
 def _readable(found: dict[str, list[Path]], skipped: list) -> dict[str, list[Path]]:
     """The images Pillow can decode; the others appended to `skipped` as (file, reason)."""
+    from tqdm.auto import tqdm
+
     out = {}
-    for name, files in found.items():
-        out[name] = []
-        for path in files:
-            try:
-                read_image(path)
-            except ImageError as e:
-                skipped.append((str(path), e.reason))
-            else:
-                out[name].append(path)
+    with tqdm(total=sum(map(len, found.values())), desc="checking images", unit="img", leave=False,
+              disable=None) as bar:
+        for name, files in found.items():
+            out[name] = []
+            for path in files:
+                stat = path.stat()
+                reason = _decode_problem(str(path), stat.st_size, stat.st_mtime_ns)
+                if reason is None:
+                    out[name].append(path)
+                else:
+                    skipped.append((str(path), reason))
+                bar.update()
     return out
 
 
+@functools.lru_cache(maxsize=1 << 17)
+def _decode_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    """Why the image cannot be decoded (None if it can); remembered per file version, since a
+    folder-layout experiment checks its folders at every load (once per seed of a run)."""
+    try:
+        read_image(path)
+    except ImageError as e:
+        return e.reason
+    return None
+
+
+@dataclass
+class FolderSplit:
+    """A folder-per-class data set split: what `import_folders` writes and what an experiment's
+    `[data] layout = "folders"` loads (`split_folders`)."""
+
+    train_dir: Path
+    root: Path                                   # what the split's image paths are relative to
+    split: Split
+    held_back: list[tuple[str, str]] = field(default_factory=list)  # (image, class) sent to the pool
+    skipped: list[tuple[str, str]] = field(default_factory=list)    # (file, reason)
+
+    @property
+    def pool_name(self) -> str:
+        return held_back_pool_name(self.train_dir)
+
+    def truth_csv(self) -> str:
+        """The held-back images' labels: `image,label` with absolute image paths and class names."""
+        return truth_csv([(str(self.root / image), label) for image, label in self.held_back])
+
+
+def truth_csv(rows) -> str:
+    """`image,label` CSV text of (absolute image path, class name) rows (a pool's truth)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "label"])
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def split_folders(train_dir, *, test_dir=None, class_map: ClassMap | None = None, test_size: float = 0.2,
+                  test_per_class: int | None = None, val_size: float = 0.15, val_per_class: int | None = None,
+                  labels_per_class: int | None = None, seed: int = 0) -> FolderSplit:
+    """The fixed split of a folder-per-class data set (module doc), a function of the image files
+    (their names, classes and readability) and the arguments alone.
+
+    Test: `test_dir` as it is, else a stratified, seeded part of `train_dir` (`test_size`, or
+    `test_per_class` images of every class; near-duplicates kept on one side). Then
+    `labels_per_class` keeps N training images per class and holds the rest back. Validation:
+    `val_per_class` images of every class, else a stratified `val_size` part of what is left.
+    `class_map`: its names must be the class folders (default: the folder names, sorted).
+    """
+    train_dir = Path(train_dir).resolve()
+    test_dir = Path(test_dir).resolve() if test_dir is not None else None
+    skipped: list[tuple[str, str]] = []
+    train = _readable(class_folders(train_dir), skipped)
+    test = _readable(class_folders(test_dir), skipped) if test_dir else None
+    if test is not None and sorted(test) != sorted(train):
+        raise DataError(f"{test_dir}: its classes {sorted(test)} differ from those of {train_dir}: {sorted(train)}")
+    class_map = class_map or ClassMap(sorted(train), {n: n for n in sorted(train)})
+    if sorted(class_map.names) != sorted(train) or any(class_map.mapping[n] != n for n in class_map.names):
+        raise DataError(f"{train_dir}: the classes are its folders {sorted(train)}; class names "
+                        f"{list(class_map.names)} (names only, no map) must be exactly those")
+    root = Path(_common_root([train_dir] + ([test_dir] if test_dir else [])))
+    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
+    train_items = [(rel(p), name) for name in class_map.names for p in train[name]]
+    if test is None:
+        split = make_split(LabeledSet(root, train_items), class_map, test_size=test_size, val_size=0, seed=seed,
+                           test_per_class=test_per_class, val_per_class=0 if test_per_class else None)
+        test_items = [(i, lab) for i, lab, part in split.items if part == "test"]
+        train_items = [(i, lab) for i, lab, part in split.items if part != "test"]
+    else:
+        test_items = [(rel(p), name) for name in class_map.names for p in test[name]]
+    held_back: list[tuple[str, str]] = []
+    if labels_per_class is not None:
+        train_items, held_back = _per_class(train_items, class_map.names, labels_per_class, seed, train_dir,
+                                            "labels per class")
+    if val_per_class:
+        val = {i for i, _ in _per_class(train_items, class_map.names, val_per_class, seed, train_dir,
+                                        "validation images per class", leave=1)[0]}
+    else:
+        val = set(_stratified_part(train_items, val_size, seed, train_dir))
+    items = [(i, lab, "val" if i in val else "train") for i, lab in train_items]
+    split = Split(root, items + [(i, lab, "test") for i, lab in test_items], class_map)
+    return FolderSplit(train_dir, root, split, held_back, skipped)
+
+
 def import_folders(train_dir, out, *, test_dir=None, val_size: float = 0.15, test_size: float = 0.2,
+                   test_per_class: int | None = None, val_per_class: int | None = None,
                    labels_per_class: int | None = None, pools: Sequence = (), seed: int = 0,
                    force: bool = False, recipes_dir=None, recipes: dict | None = None) -> FolderImport:
-    """Write labels, split, recipes and experiment for a folder-per-class data set (module doc).
+    """Write labels, split, recipes and experiment for a folder-per-class data set (module doc;
+    the split is `split_folders`').
 
     OUT holding other versions of these files (an earlier, different import) is a DataError
     unless `force`. `recipes_dir`: where `teachers/` and `students/` are (default: the source tree);
     `recipes`: {"teacher": path, "student": path} to copy instead of the shipped Lite0 ones.
     """
-    train_dir, out = Path(train_dir).resolve(), Path(out).resolve()
-    skipped: list[tuple[str, str]] = []
-    train = _readable(class_folders(train_dir), skipped)
-    test = _readable(class_folders(test_dir), skipped) if test_dir else None
-    names = sorted(train)
-    if test is not None and sorted(test) != names:
-        raise DataError(f"{test_dir}: its classes {sorted(test)} differ from those of {train_dir}: {names}")
-    root = Path(_common_root([train_dir] + ([Path(test_dir).resolve()] if test_dir else [])))
-    class_map = ClassMap(names, {n: n for n in names})
-    rel = lambda p: p.relative_to(root).as_posix()  # noqa: E731
-    train_items = [(rel(p), name) for name, files in train.items() for p in files]
-    if test is None:
-        split = make_split(LabeledSet(root, train_items), class_map, test_size=test_size, val_size=0, seed=seed)
-        test_items = [(i, lab) for i, lab, part in split.items if part == "test"]
-        train_items = [(i, lab) for i, lab, part in split.items if part != "test"]
-    else:
-        test_items = [(rel(p), name) for name, files in test.items() for p in files]
-    rest: list[tuple[str, str]] = []
-    if labels_per_class is not None:
-        train_items, rest = _keep_per_class(train_items, names, labels_per_class, seed, train_dir)
-    val = set(_stratified_part(train_items, val_size, seed, train_dir))
-    items = [(i, lab, "val" if i in val else "train") for i, lab in train_items]
-    split = Split(root, items + [(i, lab, "test") for i, lab in test_items], class_map)
+    out = Path(out).resolve()
+    folders = split_folders(train_dir, test_dir=test_dir, test_size=test_size, test_per_class=test_per_class,
+                            val_size=val_size, val_per_class=val_per_class, labels_per_class=labels_per_class,
+                            seed=seed)
     pool_entries = [{"name": Path(p).resolve().name, "path": str(Path(p).resolve())} for p in pools]
     truth = None
-    if rest:
+    if folders.held_back:
         truth = out / TRUTH_FILE
-        pool_entries.insert(0, {"name": f"{train_dir.name}_unlabeled", "path": str(train_dir), "truth": str(truth)})
+        pool_entries.insert(0, {"name": folders.pool_name, "path": str(folders.train_dir), "truth": str(truth)})
     sources = {kind: Path((recipes or {}).get(kind) or shipped_recipe(kind, recipes_dir)) for kind in ("teacher", "student")}
-    files = _contents(out, root, split, pool_entries, rest, train_dir, sources)
+    files = _contents(out, folders, pool_entries, sources)
     different = [p.relative_to(out).as_posix() for p, text in files.items() if p.exists() and p.read_text() != text]
     if different and not force:
         raise DataError(f"{out}: holds a different import ({', '.join(different)} differ); give another "
                         "output folder, or --force to overwrite (runs made from the old files are then stale)")
     for path, text in files.items():
         atomic_write_text(path, text)
-    counts = {n: sum(1 for _, lab in rest if lab == n) for n in names} if rest else {}
-    return FolderImport(out, out / "experiment.toml", split, pool_entries, truth, counts, skipped)
+    names = folders.split.class_map.names
+    counts = {n: sum(1 for _, lab in folders.held_back if lab == n) for n in names} if folders.held_back else {}
+    return FolderImport(out, out / "experiment.toml", folders.split, pool_entries, truth, counts, folders.skipped)
 
 
 def _common_root(folders: list[Path]) -> str:
     return os.path.commonpath([str(f.resolve()) for f in folders])
 
 
-def _keep_per_class(items, names, n: int, seed: int, source: Path):
-    """N items per class stay (seeded choice); the rest is returned second."""
+def _per_class(items, names, n: int, seed: int, source: Path, what: str, leave: int = 0):
+    """(N items of every class (seeded choice), the rest); a class with fewer than N + `leave`
+    items is a DataError."""
     if n < 1:
-        raise DataError(f"--labels-per-class must be at least 1, got {n}")
+        raise DataError(f"{what} must be at least 1, got {n}")
     rng = np.random.default_rng(seed)
     keep, rest = [], []
     for name in names:
         mine = sorted(i for i in items if i[1] == name)
-        if len(mine) < n:
-            raise DataError(f"{source}: class '{name}' has {len(mine)} training image(s), fewer than "
-                            f"--labels-per-class {n}")
+        if len(mine) < n + leave:
+            raise DataError(f"{source}: class '{name}' has {len(mine)} training image(s), too few for {n} {what}"
+                            + (f" and {leave} left to train" if leave else ""))
         order = rng.permutation(len(mine))
         keep += [mine[i] for i in order[:n]]
         rest += [mine[i] for i in order[n:]]
@@ -189,8 +270,8 @@ def shipped_recipe(kind: str, recipes_dir=None) -> Path:
     return path
 
 
-def _contents(out: Path, root: Path, split: Split, pools: list[dict], rest, train_dir: Path,
-              recipes: dict[str, Path]) -> dict:
+def _contents(out: Path, folders: FolderSplit, pools: list[dict], recipes: dict[str, Path]) -> dict:
+    split = folders.split
     labels = io.StringIO()
     writer = csv.writer(labels, lineterminator="\n")
     writer.writerow(["image", "label"])
@@ -200,13 +281,9 @@ def _contents(out: Path, root: Path, split: Split, pools: list[dict], rest, trai
         if not source.is_file():
             raise DataError(f"{source}: no such {kind} recipe")
         files[out / "recipes" / f"{kind}.toml"] = source.read_text()
-    if rest:
-        truth = io.StringIO()
-        writer = csv.writer(truth, lineterminator="\n")
-        writer.writerow(["image", "label"])
-        writer.writerows((str(root / image), label) for image, label in rest)
-        files[out / TRUTH_FILE] = truth.getvalue()
-    files[out / "experiment.toml"] = experiment_toml(out, root, split, pools, train_dir)
+    if folders.held_back:
+        files[out / TRUTH_FILE] = folders.truth_csv()
+    files[out / "experiment.toml"] = experiment_toml(out, folders.root, split, pools, folders.train_dir)
     return files
 
 
