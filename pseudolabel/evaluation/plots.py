@@ -136,7 +136,7 @@ def plot_label_curve(series: dict, path, *, ticks: dict, title: str, ylabel: str
     with squares. `series`: name -> {"x", "mean", "sd", "supervised"}; `ticks`: x -> label. Atomic."""
     from matplotlib.ticker import FixedLocator, NullLocator
 
-    fig = _new_figure(7.2, 4.8)
+    fig = _new_figure(9.0, 4.8)
     ax = fig.add_subplot(1, 1, 1)
     colors = [f"C{i}" for i in range(10)]
     for i, (name, s) in enumerate(series.items()):
@@ -155,6 +155,6 @@ def plot_label_curve(series: dict, path, *, ticks: dict, title: str, ylabel: str
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # beside the axes: never over a point
     fig.tight_layout()
     return _save_figure(fig, path)
