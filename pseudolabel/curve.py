@@ -49,7 +49,8 @@ from pseudolabel.rundir import atomic_write_json, atomic_write_text
 ALL = "all"
 MIN_LABELS_PER_CLASS = 2       # stratified cross-validation of the baselines needs 2 per class
 HIDDEN_POOL = "curve_hidden"
-SPLIT_CSV, LABELS_CSV, HIDDEN_POOL_CSV, HIDDEN_TRUTH_CSV = "split.csv", "labels.csv", "hidden_pool.csv", "hidden_truth.csv"
+SPLIT_CSV, LABELS_CSV = "split.csv", "labels.csv"
+HIDDEN_POOL_CSV, HIDDEN_TRUTH_CSV = "hidden_pool.csv", "hidden_truth.csv"
 CURVE_JSON, CURVE_MD, CURVE_PNG = "curve.json", "curve.md", "curve.png"
 TEACHER = "round0_teacher"
 SUPERVISED = (TEACHER, "baseline_probe")       # run names (`rounds`) trained on the kept labels alone
@@ -158,11 +159,11 @@ def budget_files(task, kept: set[str]) -> dict[str, str]:
     hidden_set = set(hidden)
     split = Split(task.root, [item for item in task.split.items if item[0] not in hidden_set], task.class_map)
     labeled = LabeledSet(task.root, [item for item in task.labeled.items if item[0] not in hidden_set])
-    raw_of = {image: raw for image, raw, _ in task.split.items}
+    name_of = {image: task.class_map.mapping[raw] for image, raw, _ in task.split.items}
     return {SPLIT_CSV: split.canonical_csv(), LABELS_CSV: labeled.to_csv(),
             HIDDEN_POOL_CSV: csv_text(["image"], [[str(task.root / image)] for image in hidden]),
-            HIDDEN_TRUTH_CSV: csv_text(["image", "label"], [[str(task.root / image),
-                                                             task.class_map.mapping[raw_of[image]]] for image in hidden])}
+            HIDDEN_TRUTH_CSV: csv_text(["image", "label"],
+                                       [[str(task.root / image), name_of[image]] for image in hidden])}
 
 
 def csv_text(header: list[str], rows) -> str:
@@ -195,8 +196,8 @@ def derive_budget(experiment, plan: Budget):
             atomic_write_text(path, text)
     data = experiment.data.model_copy(update={"labels": str(plan.directory / LABELS_CSV),
                                               "split": str(plan.directory / SPLIT_CSV)})
-    hidden = validate(PoolConfig, {"name": HIDDEN_POOL, "path": data.root, "images": str(plan.directory / HIDDEN_POOL_CSV)},
-                      source=str(plan.directory / HIDDEN_POOL_CSV))
+    pool_list = str(plan.directory / HIDDEN_POOL_CSV)
+    hidden = validate(PoolConfig, {"name": HIDDEN_POOL, "path": data.root, "images": pool_list}, source=pool_list)
     return experiment.model_copy(update={"data": data, "pools": [hidden, *experiment.pools],
                                          "output": str(plan.directory)})
 
@@ -319,10 +320,15 @@ def curve_markdown(result: dict) -> str:
     for row in result["rows"]:
         labels = f"{row['budget']} ({n_of[row['budget']]})" if row["budget"] == ALL else row["budget"]
         kind = "supervised" if row["supervised"] else "semi-supervised"
-        cells = [labels, row["model"], kind, str(row["n_seeds"]), f"{row['roc_auc_mean']:.3f} ± {row['roc_auc_sd']:.3f}"]
+        auc = f"{row['roc_auc_mean']:.3f} ± {row['roc_auc_sd']:.3f}"
+        cells = [labels, row["model"], kind, str(row["n_seeds"]), auc]
         for key in ("minus_teacher", "minus_best_supervised"):
             d = row.get(key)
-            cells.append(f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d else "")
+            if d is None:
+                cells.append("")
+            else:   # one seed has no interval over seeds
+                cells.append(f"{d['mean']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d["n"] > 1
+                             else f"{d['mean']:+.3f} (1 seed)")
         best = row.get("minus_best_supervised")
         cells.append(f"{best['wins']} of {best['n']} seeds" if best else "")
         lines.append("| " + " | ".join(cells) + " |")

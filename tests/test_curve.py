@@ -161,7 +161,8 @@ def test_a_curve_trains_every_budget_and_seed_on_the_kept_labels_only_then_resum
     for row in result["rows"]:
         run = curve_dir / f"labels-{row['budget']}" / "seed-1" / row["run"]
         assert row["roc_auc"] == [json.loads((run / "metrics.json").read_text())["roc_auc"]] and row["n_seeds"] == 1
-    assert (curve_dir / "curve.png").exists() and "| 6 | teacher |" in (curve_dir / "curve.md").read_text()
+    table = (curve_dir / "curve.md").read_text()
+    assert (curve_dir / "curve.png").exists() and "| 6 | teacher |" in table and "(1 seed) |" in table
 
     before = _mtimes(curve_dir)
     assert len(before) == 2 * 7   # per chain: 2 models, 4 metrics, 1 table
