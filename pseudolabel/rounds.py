@@ -29,7 +29,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pseudolabel.config import Experiment, PoolConfig
+from pseudolabel.config import Experiment, PoolConfig, ProbeConfig
 from pseudolabel.rundir import RunLock, atomic_write_json, read_json
 
 ORIGIN_JSON = "pseudo_labels.origin.json"
@@ -67,22 +67,32 @@ def run_chain(experiment: Experiment, *, extra_pools=(), strategy=None, restart:
               rounds: int | None = None) -> dict | None:
     """One teacher -> students chain of `experiment` (see `run_experiment`)."""
     from pseudolabel import distribute
-    from pseudolabel.data import load_task
 
     started = time.perf_counter()
     strategy = distribute.resolve_strategy(strategy)
+    task, pool_configs, runs = check_chain(experiment, extra_pools=extra_pools, strategy=strategy, restart=restart,
+                                           rounds=rounds)
+    with experiment_lock(Path(experiment.output), strategy):
+        return run_rounds(experiment, runs, task, pool_configs, strategy, started)
+
+
+def check_chain(experiment: Experiment, *, extra_pools=(), strategy, restart: bool = False,
+                rounds: int | None = None) -> tuple:
+    """(task, pool configs, planned runs) of one chain, every run's state checked: a run of another
+    config or split refuses here, before any work (unless restart)."""
+    from pseudolabel.data import load_task
+
     if experiment.teacher_recipe is None:
         from pseudolabel.config import ConfigError
 
         raise ConfigError(f"{experiment.path}: no [teacher] recipe: an experiment needs one to run")
-    out = Path(experiment.output)
     task = load_task(experiment.data.as_task_config())
     pool_configs = [*experiment.pools, *extra_pools]
-    runs = plan_runs(experiment, task, out, pool_configs, strategy=strategy, restart=restart, rounds=rounds)
+    runs = plan_runs(experiment, task, Path(experiment.output), pool_configs, strategy=strategy, restart=restart,
+                     rounds=rounds)
     for run in runs:
         run.status()   # refuses a changed run before any work (unless restart)
-    with experiment_lock(out, strategy):
-        return run_rounds(experiment, runs, task, pool_configs, strategy, started)
+    return task, pool_configs, runs
 
 
 def experiment_lock(out: Path, strategy):
@@ -170,10 +180,11 @@ def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, str
     """The linear probe, the probe self-trained on the pools and (optionally) label spreading
     (`[baselines]`), on the features of the teacher's backbone: what every semi-supervised gain is
     stated against too."""
-    from pseudolabel.config import LabelSpreadingConfig, ProbeConfig, SelfTrainingConfig
+    from pseudolabel.config import LabelSpreadingConfig, SelfTrainingConfig
     from pseudolabel.probe import LabelSpreadingRun, ProbeRun, SelfTrainingRun
 
-    settings = dict(model=experiment.teacher_recipe.model, seed=experiment.teacher_recipe.train.seed)
+    settings = dict(model=experiment.teacher_recipe.model, seed=experiment.teacher_recipe.train.seed,
+                    cv=probe_folds(task))
     options = dict(strategy=strategy, restart=restart)   # the strategy says where this worker writes
     origin = [p.model_dump(mode="json") for p in pool_configs]
     baselines = []
@@ -187,6 +198,13 @@ def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, str
         baselines.append(LabelSpreadingRun(LabelSpreadingConfig(**settings), task, out / "baseline_label_spreading",
                                            origin=origin, **options))
     return baselines
+
+
+def probe_folds(task, folds: int = ProbeConfig.model_fields["cv"].default) -> int:
+    """The baselines' cross-validation folds: `folds`, fewer when the smallest class of the train
+    split has fewer images (StratifiedKFold needs that many per class), never below 2."""
+    smallest = min(task.split.class_counts()["train"].values())
+    return max(2, min(folds, smallest))
 
 
 def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) -> Path:

@@ -71,7 +71,7 @@ def test_every_wrong_value_is_one_line_naming_file_key_and_what_is_allowed(tmp_p
     ('[pseudo]\nmode = "soft-ish"', r"pseudo.mode: should be 'soft' or 'hard'"),
     ("[pseudo]\nthreshold = 1.5", r"pseudo.threshold: should be less than or equal to 1"),
     ('[pseudo]\ntta = "x"', r"pseudo.tta: should be 'none', 'flip' or 'ten_crop'"),
-    ('[[pools]]\npath = "p"\nglobe = "*.jpg"', r"unknown key 'pools\[0\].globe' \(known here: glob, name, path\)"),
+    ('[[pools]]\npath = "p"\nglobe = "*.jpg"', r"unknown key 'pools\[0\].globe' \(known here: glob, images, name, path\)"),
     ('[data.classes]\nnames = ["a", "b"]\npositive = "c"', r"data.classes: .*positive 'c' is not in names"),
     ('[data]\nclasses = "rooms"', r"data.classes: should be 'identity' or 'house_rooms'"),
 ])
@@ -106,6 +106,27 @@ def test_experiment_paths_are_relative_to_the_experiment_file(tmp_path):
     assert [(p.name, p.path, p.glob) for p in e.pools] == [("Pool", str(tmp_path / "data" / "Pool"), None),
                                                            ("other", "/abs/Other", None)]
     assert e.output == str(tmp_path / "exp" / "runs" / "experiment")
+
+
+def test_a_pool_list_is_relative_to_the_experiment_and_checked_when_read(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jpg").write_bytes(b"")
+    exp = tmp_path / "e.toml"
+    pool = '[[pools]]\npath = "data"\nimages = "list.csv"\n'
+    exp.write_text('[data]\nroot = "data"\nsplit = "s.csv"\n' + pool)
+    with pytest.raises(ConfigError) as caught:
+        load_experiment(exp)                     # no list yet
+    assert str(caught.value).startswith(f"{exp}: pools[0]: ") and f"{tmp_path / 'list.csv'}: no such file" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    (tmp_path / "list.csv").write_text("image\na.jpg\nb.jpg\n")
+    with pytest.raises(ConfigError, match=r"list.csv: line 3: b.jpg: no such image file"):
+        load_experiment(exp)
+    (tmp_path / "list.csv").write_text("image\na.jpg\n")
+    (e_pool,) = load_experiment(exp).pools
+    assert (e_pool.images, e_pool.path) == (str(tmp_path / "list.csv"), str(tmp_path / "data"))
+    exp.write_text('[data]\nroot = "data"\nsplit = "s.csv"\n' + pool + 'glob = "*.jpg"\n')
+    with pytest.raises(ConfigError, match="glob .* or images .*, not both"):
+        load_experiment(exp)
 
 
 def test_no_labels_file_is_assumed(tmp_path):

@@ -474,6 +474,28 @@ def test_prepare_pools_labels_a_file_once_across_pools(synthetic_root, tmp_path)
         D.prepare_pools([], labeled, tmp_path)
 
 
+def test_a_pool_can_be_a_list_of_images_and_labeled_ones_and_their_twins_stay_out(synthetic_root, tmp_path):
+    labeled = D.read_labels_csv(synthetic_root / "labels.csv")
+    twin = synthetic_root / "Pool" / "twin.jpg"
+    shutil.copy(labeled.paths[0], twin)
+    listed = ["Pool/img_1.jpg", "Pool/img_2.jpg", "Pool/img_2.jpg", "Pool/twin.jpg", str(labeled.paths[1])]
+    images = tmp_path / "pool.csv"
+    images.write_text("image,note\n" + "".join(f"{image},x\n" for image in listed))
+    cfg = {"name": "listed", "path": synthetic_root, "images": images}
+    (pool,) = D.prepare_pools([cfg], labeled.paths, tmp_path)
+    assert pool.images == [synthetic_root / "Pool" / "img_1.jpg", synthetic_root / "Pool" / "img_2.jpg"]
+    reasons = dict(pool.excluded)
+    assert reasons[labeled.paths[1]] == D.LABELED and reasons[twin].startswith(D.NEAR_DUPLICATE)
+    assert len(D.scan_pool(synthetic_root / "Pool")) == 41   # the folder holds more than the list
+
+    images.write_text("image\nPool/img_1.jpg\nPool/gone.jpg\nPool/gone2.jpg\n")
+    with pytest.raises(D.DataError, match=r"pool.csv: line 3: Pool/gone.jpg: no such image file \(2 of 3 listed"):
+        D.list_pool(synthetic_root, images)
+    images.write_text("path\nPool/img_1.jpg\n")
+    with pytest.raises(D.DataError, match="missing column"):
+        D.list_pool(synthetic_root, images)
+
+
 # --- per-class split counts ----------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ def main(verbose):
 
 def _register():
     # One line per command module; each exposes `commands`, a list of click commands/groups.
+    from pseudolabel.cli import curve as _curve
     from pseudolabel.cli import data as _data
     from pseudolabel.cli import demo as _demo
     from pseudolabel.cli import label as _label
@@ -40,7 +41,7 @@ def _register():
     from pseudolabel.cli import serve as _serve
     from pseudolabel.cli import train as _train
 
-    for module in (_data, _demo, _label, _models, _predict, _report, _run, _serve, _train):
+    for module in (_curve, _data, _demo, _label, _models, _predict, _report, _run, _serve, _train):
         for command in module.commands:
             main.add_command(command)
 

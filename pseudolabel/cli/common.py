@@ -117,7 +117,7 @@ EXPECTED_ERRORS = (
     ("pseudolabel.evaluation.metrics", "EvaluationError"), ("pseudolabel.report", "ReportError"),
     ("pseudolabel.backbones.weights", "WeightsFileError"), ("pseudolabel.backbones.weights", "WeightsUnavailableError"),
     ("pseudolabel.backbones.torch_legacy", "TorchFormatError"),
-    ("pseudolabel.backbones.torch_legacy", "UnsafePickleError"),
+    ("pseudolabel.backbones.torch_legacy", "UnsafePickleError"), ("pseudolabel.curve", "CurveError"),
 )
 
 
@@ -212,6 +212,19 @@ def fail_cleanly(func):
             raise one_line_error(e) from None
 
     return wrapper
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """`--seeds 0,1,2` -> [0, 1, 2] (None: not given); distinct whole numbers >= 0, else a usage error."""
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected whole numbers separated by commas, got {text!r}", param_hint="--seeds")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise click.BadParameter(f"expected distinct seeds >= 0, got {text!r}", param_hint="--seeds")
+    return seeds
 
 
 def parse_overrides(items) -> dict:

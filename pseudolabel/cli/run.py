@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.common import fail_cleanly, restart_option, strategy_option
+from pseudolabel.cli.common import fail_cleanly, parse_seeds, restart_option, strategy_option
 
 
 @click.command()
@@ -53,7 +53,7 @@ def run(experiment, pools, glob, root, output, rounds, seeds, as_json, restart, 
     extra = tuple(PoolConfig(name=Path(p).name, path=str(Path(p).resolve()), glob=glob) for p in pools)
     strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
     summary = run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds,
-                             seeds=_seeds(seeds))
+                             seeds=parse_seeds(seeds))
     if summary is None:   # a non-chief worker: no report
         return
     if as_json:
@@ -63,18 +63,6 @@ def run(experiment, pools, glob, root, output, rounds, seeds, as_json, restart, 
 
     per_seed = [summary[s] for s in summary if s != "seeds"] if "seeds" in summary else summary
     click.echo("\n" + format_results_table(per_seed))
-
-
-def _seeds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected whole numbers separated by commas, got {text!r}", param_hint="--seeds")
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise click.BadParameter(f"expected distinct seeds >= 0, got {text!r}", param_hint="--seeds")
-    return seeds
 
 
 commands = [run]

@@ -357,16 +357,30 @@ class DataConfig(Table):
 
 
 class PoolConfig(Table):
-    """`[[pools]]`: a folder of unlabeled images, scanned recursively (`glob` filters names)."""
+    """`[[pools]]`: a folder of unlabeled images, scanned recursively (`glob` filters names), or,
+    with `images`, only the images a CSV lists (column `image`; relative entries are relative to
+    `path`): e.g. the labeled images a label-budget curve hides (`pseudolabel.curve`). The list is
+    checked when the config is read: the file, its column, and that every listed image exists."""
 
     path: str
     name: Optional[str] = None
     glob: Optional[str] = None
+    images: Optional[str] = None
 
-    @field_validator("path")
+    @field_validator("path", "images")
     @classmethod
-    def _resolve_path(cls, value: str, info: ValidationInfo) -> str:
+    def _resolve_path(cls, value: str | None, info: ValidationInfo) -> str | None:
         return resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _listed_images_exist(self) -> "PoolConfig":
+        if self.images is not None:
+            if self.glob is not None:
+                raise ValueError("give glob (filter a folder) or images (a list), not both")
+            from pseudolabel.data.pools import read_image_list
+
+            read_image_list(self.images, self.path)   # a DataError (a ValueError) names the file and the problem
+        return self
 
     @model_validator(mode="after")
     def _default_name(self) -> "PoolConfig":

@@ -14,7 +14,8 @@ TensorFlow. Pixels are only touched through `pseudolabel.images`.
   continue or report on another split (`lifecycle`). Near-duplicate labeled images
   (`duplicates`; the House Rooms data has several) are kept in the same part, so a test image
   never has a twin in training.
-- An unlabeled pool (`pools`) is a folder scanned recursively (`scan_pool`), then `filter_pool`
+- An unlabeled pool (`pools`) is a folder scanned recursively (`scan_pool`) or the images a CSV
+  lists (`list_pool`), then `filter_pool`
   drops every labeled image and every near-duplicate (perceptual hash) of ANY labeled image --
   train, val or test: a test image must never reach training through a pool -- and skips
   unreadable files (listed, never fatal).
@@ -43,7 +44,8 @@ from pseudolabel.data.labels import (LabeledSet, check_rows, format_problems, re
                                      write_labels_csv)
 from pseudolabel.data.letters import HOUSE_ROOMS_LETTER_FIXES, labels_from_letters
 from pseudolabel.data.pools import (IN_EARLIER_POOL, LABELED, NEAR_DUPLICATE, Pool, filter_pool, labeled_folders,
-                                    pool_summary, prepare_pools, scan_pool, write_pool_report)
+                                    list_pool, pool_summary, prepare_pools, read_image_list, scan_pool,
+                                    write_pool_report)
 from pseudolabel.data.splits import SPLIT_NAMES, Split, make_split, read_split, write_split
 from pseudolabel.data.summary import summarize
 from pseudolabel.data.task import Task, load_folder_task, load_task
@@ -66,7 +68,7 @@ __all__ = [
     # splits
     "Split", "make_split", "read_split", "write_split", "SPLIT_NAMES",
     # pools
-    "Pool", "scan_pool", "filter_pool", "prepare_pools", "write_pool_report", "pool_summary", "labeled_folders",
+    "Pool", "scan_pool", "list_pool", "read_image_list", "filter_pool", "prepare_pools", "write_pool_report", "pool_summary", "labeled_folders",
     "LABELED", "NEAR_DUPLICATE", "IN_EARLIER_POOL",
     # summary, task
     "summarize", "Task", "load_task", "load_folder_task",

@@ -94,6 +94,35 @@ def scan_pool(folder: str | Path, glob: str | None = None, name: str | None = No
     return Pool(name, folder, sorted(images), glob=glob, skipped=sorted(skipped))
 
 
+def read_image_list(csv_path: str | Path, folder: str | Path) -> list[Path]:
+    """The images a pool list names (`image` column; relative entries relative to `folder`),
+    absolute, in file order, each once. DataError for a missing file or column, no rows, or a
+    listed image that does not exist (the first named, with the count)."""
+    from pseudolabel.data.labels import read_csv_rows
+
+    csv_path, folder = Path(csv_path), Path(folder)
+    rows = read_csv_rows(csv_path, ("image",))
+    paths = list(dict.fromkeys(folder / row["image"] for _, row in rows if row["image"]))
+    missing = [(line, row["image"]) for line, row in rows if row["image"] and not (folder / row["image"]).is_file()]
+    if missing:
+        line, image = missing[0]
+        raise DataError(f"{csv_path}: line {line}: {image}: no such image file "
+                        f"({len(missing)} of {len(rows)} listed images missing)")
+    return paths
+
+
+def list_pool(folder: str | Path, images_csv: str | Path, name: str | None = None) -> Pool:
+    """A pool of the images `images_csv` lists (see `read_image_list`) instead of a whole folder;
+    `folder` is where relative entries lie (and what the pool report names). Files are not
+    decoded here: `filter_pool` does that."""
+    folder = Path(folder)
+    name = name or Path(images_csv).stem
+    images = read_image_list(images_csv, folder)
+    if not images:
+        warnings.warn(DataWarning(f"pool '{name}' ({images_csv}): lists no images"), stacklevel=2)
+    return Pool(name, folder, sorted(images))
+
+
 def _check_pool_folder(folder: Path) -> None:
     if not folder.exists():
         raise DataError(f"{folder}: pool folder does not exist")
@@ -183,9 +212,9 @@ def write_pool_report(pools: Sequence[Pool], directory: str | Path, name: str = 
 
 def prepare_pools(pool_cfgs: Sequence[Mapping[str, Any]], labeled_paths: Iterable[str | Path],
                   report_dir: str | Path, report_name: str = "pools", **near_duplicates) -> list[Pool]:
-    """Scan and filter every pool of an experiment (`[[pools]]` tables: name, path, glob) against
-    ALL labeled images, drop files an earlier pool already holds (a folder given twice must not
-    double its images), write the report and print one line per pool.
+    """Scan (or, with `images`, list) and filter every pool of an experiment (`[[pools]]` tables:
+    name, path, glob, images) against ALL labeled images, drop files an earlier pool already holds
+    (a folder given twice must not double its images), write the report and print one line per pool.
 
     `near_duplicates`: keyword arguments of `filter_pool` (hash_distance, min_inliers, embed,
     min_cosine, cache, progress)."""
@@ -194,8 +223,9 @@ def prepare_pools(pool_cfgs: Sequence[Mapping[str, Any]], labeled_paths: Iterabl
     labeled = list(labeled_paths)
     pools, taken = [], {}
     for cfg in pool_cfgs:
-        pool = filter_pool(scan_pool(cfg["path"], glob=cfg.get("glob"), name=cfg.get("name")), labeled,
-                           **near_duplicates)
+        found = (list_pool(cfg["path"], cfg["images"], name=cfg.get("name")) if cfg.get("images")
+                 else scan_pool(cfg["path"], glob=cfg.get("glob"), name=cfg.get("name")))
+        pool = filter_pool(found, labeled, **near_duplicates)
         kept = []
         for image in pool.images:
             first = taken.setdefault(Path(image).resolve(), pool.name)

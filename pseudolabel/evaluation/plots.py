@@ -1,5 +1,5 @@
 """Plots (object-oriented matplotlib, Agg canvas, written atomically): ROC curves with AUC and
-bootstrap CI in the legend, learning curves from a Keras CSVLogger history."""
+bootstrap CI in the legend, learning curves from a Keras CSVLogger history, label-budget curves."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from pseudolabel.evaluation.metrics import EvaluationError, bootstrap_ci, require_auc_defined, roc_auc, validated_inputs
 from pseudolabel.rundir import atomic_path
 
-__all__ = ["plot_history", "plot_roc", "read_history", "roc_curve_points"]
+__all__ = ["plot_history", "plot_label_curve", "plot_roc", "read_history", "roc_curve_points"]
 
 
 def _new_figure(width: float, height: float):
@@ -126,5 +126,35 @@ def plot_history(history_csv, path) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def plot_label_curve(series: dict, path, *, ticks: dict, title: str, ylabel: str = "test ROC AUC") -> Path:
+    """A metric against the number of labels (log x axis): one line per model, its mean with the
+    spread (sd) as error bars; supervised models solid with circles, semi-supervised ones dashed
+    with squares. `series`: name -> {"x", "mean", "sd", "supervised"}; `ticks`: x -> label. Atomic."""
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    fig = _new_figure(9.0, 4.8)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = [f"C{i}" for i in range(10)]
+    for i, (name, s) in enumerate(series.items()):
+        # Nudge each model sideways (multiplicatively: the axis is logarithmic) so bars do not overlap.
+        nudge = 1.0 + 0.02 * (i - (len(series) - 1) / 2)
+        x = np.asarray(s["x"], float) * nudge
+        style = dict(linestyle="-", marker="o") if s["supervised"] else dict(linestyle="--", marker="s")
+        kind = "supervised" if s["supervised"] else "semi-supervised"
+        ax.errorbar(x, s["mean"], yerr=s["sd"], capsize=3, linewidth=1.6, markersize=5,
+                    color=colors[i % len(colors)], label=f"{name} ({kind})", **style)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(ticks)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([ticks[x] for x in sorted(ticks)])
+    ax.set_xlabel("labeled training images (log scale)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # beside the axes: never over a point
     fig.tight_layout()
     return _save_figure(fig, path)
