@@ -20,6 +20,8 @@ TensorFlow. Pixels are only touched through `pseudolabel.images`.
   unreadable files (listed, never fatal).
 - A folder-per-class data set (`folders`, the Keras `image_dataset_from_directory` layout)
   becomes a labels CSV, a split and a ready experiment file (`import_folders`).
+- Pool truth (`truth`): the known classes of pool images, `image,label` CSVs read by `read_truth`,
+  only to measure pseudo-labels (`pseudolabels.quality`), never to train.
 - `summary` describes all of it (`pseudolabel data summary`); `task` builds what training and
   evaluation need from an experiment's `data` table.
 
@@ -46,6 +48,7 @@ from pseudolabel.data.pools import (IN_EARLIER_POOL, LABELED, NEAR_DUPLICATE, Po
 from pseudolabel.data.splits import SPLIT_NAMES, Split, make_split, read_split, write_split
 from pseudolabel.data.summary import summarize
 from pseudolabel.data.task import Task, load_task
+from pseudolabel.data.truth import read_truth, truth_key
 
 __all__ = [
     # errors
@@ -71,4 +74,6 @@ __all__ = [
     "summarize", "Task", "load_task",
     # folders
     "FolderImport", "class_folders", "import_folders",
+    # truth
+    "read_truth", "truth_key",
 ]
