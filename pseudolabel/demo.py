@@ -8,9 +8,10 @@ tried, but honestly: a control student with the same recipe and NO pseudo-labels
 student's longer, noisier training, not from the pool (README, "The demo").
 
 It writes everything a real experiment has, so a newcomer can read and reuse the files:
-OUT/data (images + labels.csv), OUT/split.csv, OUT/recipes/{teacher,student}.toml,
-OUT/experiment.toml, OUT/demo.json (the demo's settings), and the runs under OUT/runs (teacher,
-one student round, report). The experiment names its data by absolute paths, so it means the
+OUT/data (images, labels.csv, pool_truth.csv: the pool's true classes, which the report measures
+the pseudo-labels by), OUT/split.csv, OUT/recipes/{teacher,student}.toml, OUT/experiment.toml,
+OUT/demo.json (the demo's settings), and the runs under OUT/runs (teacher, one student round,
+report). The experiment names its data by absolute paths, so it means the
 same whichever folder relative paths are read against.
 """
 
@@ -73,6 +74,7 @@ positive = "modern"
 [[pools]]
 name = "synthetic"
 path = {pool}
+truth = {truth}   # the pool's true classes: the report measures the pseudo-labels by them (never trained on)
 
 [teacher]
 recipe = {teacher}
@@ -129,7 +131,7 @@ def write_demo(out: str | Path, *, n_labeled: int = 200, n_unlabeled: int = 2000
         return experiment
     total = n_labeled + n_test
     labels_csv = write_synthetic_dataset(out / "data", n_labeled=total, n_unlabeled=n_unlabeled,
-                                         size=size, seed=seed, kind="texture")
+                                         size=size, seed=seed, kind="texture", truth_names=("modern", "old"))
     class_map = ClassMap(names=["old", "modern"], mapping={"M": "modern", "O": "old"}, positive="modern")
     labeled = read_labels_csv(labels_csv, class_map=class_map)
     split = make_split(labeled, class_map, test_size=n_test / total, val_size=0.25 * n_labeled / total, seed=seed)
@@ -138,7 +140,7 @@ def write_demo(out: str | Path, *, n_labeled: int = 200, n_unlabeled: int = 2000
     atomic_write_text(out / "recipes" / "teacher.toml", TEACHER_RECIPE.format(size=size, epochs=epochs * 8))
     atomic_write_text(out / "recipes" / "student.toml", STUDENT_RECIPE.format(size=size, epochs=epochs))
     paths = {"output": out / "runs", "root": out / "data", "labels": labels_csv.resolve(), "split": out / "split.csv",
-             "pool": out / "data" / "Pool", "teacher": out / "recipes" / "teacher.toml",
+             "pool": out / "data" / "Pool", "truth": out / "data" / "pool_truth.csv", "teacher": out / "recipes" / "teacher.toml",
              "student": out / "recipes" / "student.toml"}
     atomic_write_text(experiment, EXPERIMENT.format(seed=seed, **{k: json.dumps(str(v)) for k, v in paths.items()}))
     atomic_write_json(out / SETTINGS_FILE, settings)  # last: its presence means the demo's files are complete

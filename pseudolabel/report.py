@@ -6,7 +6,9 @@ and the exact set of test images with the same labels; every number in the compa
 recomputed from the predictions with the same seeded resamples, so the rows are scored alike.
 The baseline (first run unless named; usually the supervised teacher) is compared with each
 other run by the paired AUC difference (paired bootstrap CI; p-value from DeLong's test for two
-classes, a paired permutation test of the macro AUC for K classes).
+classes, a paired permutation test of the macro AUC for K classes). Runs trained on
+pseudo-labels add a per-round section (`pseudo_report`): predicted class shares beside the labeled
+prior and, with pool truth, the pseudo-labels' accuracy and calibration.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 
 from pseudolabel import evaluation as ev
 from pseudolabel.model_selection import DEFAULT_MARGIN, choose_by_validation, selection_markdown, selection_sentence
+from pseudolabel.pseudo_report import pseudo_label_rounds, quality_cells, section_notes, share_cells
 from pseudolabel.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 from pseudolabel.visual_report import VISUAL_FILE, write_visual_report
 
@@ -183,6 +186,7 @@ def compare_runs(run_dirs: Sequence, out_dir, *, baseline=None, n_resamples: int
         "ci": 0.95,
         "rows": rows,
         "selection": choose_by_validation(rows, margin),
+        "pseudo_labels": pseudo_label_rounds([run.path for run in runs], [run.name for run in runs]),
         "files": {name: str(out_dir / name) for name in OUTPUT_FILES},
     }
     atomic_write_text(out_dir / "compare.md", markdown_report(result))
@@ -280,10 +284,57 @@ def table_cells(result: dict) -> list[list[str]]:
 
 
 def markdown_table(result: dict) -> str:
-    cells = [[c.replace("|", "\\|") for c in r] for r in table_cells(result)]
+    return markdown_cells(table_cells(result))
+
+
+def markdown_cells(cells: list[list[str]]) -> str:
+    """Text cells (header first) as a Markdown table."""
+    cells = [[c.replace("|", "\\|") for c in r] for r in cells]
     lines = ["| " + " | ".join(cells[0]) + " |", "|" + "|".join(" --- " for _ in cells[0]) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
     return "\n".join(lines) + "\n"
+
+
+def html_cells(cells: list[list[str]]) -> str:
+    """Text cells (header first) as an HTML table, escaped."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}\n</tbody></table>"
+
+
+def pseudo_label_blocks(result: dict) -> list[tuple[str, object]]:
+    """The per-round pseudo-label section as (kind, content) blocks: "h2" heading, "p" text,
+    "table" cells; empty when no run trained on pseudo-labels."""
+    section = result.get("pseudo_labels")
+    if not section:
+        return []
+    blocks = [("h2", "Pseudo-labels per round"),
+              ("p", "Predicted class share of each round's pseudo-labels at every stage of the selection, "
+                    "beside the class share of the labeled train split (rows: pseudo-labeled rows; the "
+                    "selected ones after balancing, repeated rows counted; \"mean target\": the mean of the "
+                    "targets the student trained on)."),
+              ("table", share_cells(section))]
+    blocks += [("p", note) for note in section_notes(section)]
+    quality = quality_cells(section)
+    if quality:
+        blocks += [("h2", "Pseudo-label quality (pool images with known truth)"),
+                   ("p", "All: the teacher's argmax over every pool image with truth; selected: the images the "
+                         "student trained on, each once (in brackets: every repeated row counted), by the argmax of "
+                         f"its target. ECE: {section['ece_binning']}. The truth is read only for this report."),
+                   ("table", quality)]
+    return blocks
+
+
+def _render_markdown(blocks) -> list[str]:
+    out = []
+    for kind, content in blocks:
+        out += {"h2": [f"## {content}", ""], "p": [content, ""], "table": [markdown_cells(content)]}[kind]
+    return out
+
+
+def _render_html(blocks) -> str:
+    return "\n".join({"h2": lambda c: f"<h2>{html.escape(c)}</h2>", "p": lambda c: f"<p>{html.escape(c)}</p>",
+                      "table": html_cells}[kind](content) for kind, content in blocks)
 
 
 def summary_sentences(result: dict) -> list[str]:
@@ -325,14 +376,13 @@ def markdown_report(result: dict) -> str:
         *[s + "\n" for s in summary_sentences(result)],
         *selection_markdown(result.get("selection") or {"why": "not computed"}),
         f"Split hash: `{result['split_hash']}`. ROC curves: roc.png.", "",
+        *_render_markdown(pseudo_label_blocks(result)),
     ])
 
 
 def html_report(result: dict, roc_png: bytes) -> str:
     """A self-contained page: the table, the summary and the ROC plot embedded as base64."""
-    cells = table_cells(result)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in cells[1:])
+    table = html_cells(table_cells(result))
     sentences = [*summary_sentences(result), selection_sentence(result.get("selection") or {"why": "not computed"})]
     summary = "\n".join(f"<p>{html.escape(s)}</p>" for s in sentences)
     image = base64.b64encode(roc_png).decode("ascii")
@@ -347,12 +397,11 @@ code {{ background: #f4f4f4; padding: 0 0.2em; }}
 </style></head>
 <body>
 <h1>Run comparison</h1>
-<table><thead><tr>{head}</tr></thead><tbody>
-{body}
-</tbody></table>
+{table}
 {summary}
 <p>Split hash: <code>{html.escape(str(result['split_hash']))}</code></p>
 <img alt="ROC curves" src="data:image/png;base64,{image}">
+{_render_html(pseudo_label_blocks(result))}
 </body></html>
 """
 

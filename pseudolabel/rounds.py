@@ -9,6 +9,8 @@ The output directory holds one run directory per model and one pseudo-label tabl
     OUTPUT/round1_<backbone>/              the student of round 1 (a run directory), holding
         pseudo_labels.csv                  the previous model's labels for the pools it trained on
         pseudo_labels.origin.json          which model and pools that table was made from
+        pseudo_quality.json                with pool truth (`[[pools]] truth`, `pool_truth=`): how right
+                                           the table's and the selected pseudo-labels were (report only)
     ...
     OUTPUT/report/                         compare.md / compare.html / roc.png over all models
 
@@ -36,19 +38,21 @@ ORIGIN_JSON = "pseudo_labels.origin.json"
 
 
 def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...] = (), strategy=None,
-                   restart: bool = False, rounds: int | None = None, seeds=None) -> dict | None:
+                   restart: bool = False, rounds: int | None = None, seeds=None, pool_truth=()) -> dict | None:
     """Run (or resume) the teacher and the first `rounds` student rounds (None: all) of
     `experiment` (from `config.load_experiment`); every model trains under `strategy` (a
     `tf.distribute.Strategy` or a name; None: "auto"). `seeds` (default: the experiment's
     `seeds`): one whole chain per seed in OUTPUT/seed-<s>/, then OUTPUT/report/seeds.md over them
-    (`pseudolabel.seeds`). Returns the report's summary, or {seed: summary, "seeds": aggregate}
-    with seeds (None on a non-chief worker, which writes no report)."""
+    (`pseudolabel.seeds`). `pool_truth`: truth CSVs of pool images besides the pools' own `truth`
+    (`data.truth`), read only to measure every round's pseudo-labels (pseudo_quality.json).
+    Returns the report's summary, or {seed: summary, "seeds": aggregate} with seeds (None on a
+    non-chief worker, which writes no report)."""
     from pseudolabel import distribute
     from pseudolabel.seeds import with_seed, write_seed_report
 
     seeds = list(seeds if seeds is not None else experiment.seeds)
     options = dict(extra_pools=extra_pools, strategy=distribute.resolve_strategy(strategy), restart=restart,
-                   rounds=rounds)
+                   rounds=rounds, pool_truth=tuple(pool_truth))
     if not seeds:
         return run_chain(experiment, **options)
     summaries = {}
@@ -64,21 +68,21 @@ def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...
 
 
 def run_chain(experiment: Experiment, *, extra_pools=(), strategy=None, restart: bool = False,
-              rounds: int | None = None) -> dict | None:
+              rounds: int | None = None, pool_truth=()) -> dict | None:
     """One teacher -> students chain of `experiment` (see `run_experiment`)."""
     from pseudolabel import distribute
 
     started = time.perf_counter()
     strategy = distribute.resolve_strategy(strategy)
-    task, pool_configs, runs = check_chain(experiment, extra_pools=extra_pools, strategy=strategy, restart=restart,
-                                           rounds=rounds)
+    task, pool_configs, runs, truth = check_chain(experiment, extra_pools=extra_pools, strategy=strategy,
+                                                  restart=restart, rounds=rounds, pool_truth=pool_truth)
     with experiment_lock(Path(experiment.output), strategy):
-        return run_rounds(experiment, runs, task, pool_configs, strategy, started)
+        return run_rounds(experiment, runs, task, pool_configs, strategy, started, truth)
 
 
 def check_chain(experiment: Experiment, *, extra_pools=(), strategy, restart: bool = False,
-                rounds: int | None = None) -> tuple:
-    """(task, pool configs, planned runs) of one chain, every run's state checked: a run of another
+                rounds: int | None = None, pool_truth=()) -> tuple:
+    """(task, pool configs, planned runs, pool truth) of one chain, every run's state checked: a run of another
     config or split refuses here, before any work (unless restart)."""
     from pseudolabel.data import load_task
 
@@ -88,11 +92,20 @@ def check_chain(experiment: Experiment, *, extra_pools=(), strategy, restart: bo
         raise ConfigError(f"{experiment.path}: no [teacher] recipe: an experiment needs one to run")
     task = load_task(experiment.data.as_task_config())
     pool_configs = [*experiment.pools, *extra_pools]
+    truth = pool_truth_of(pool_configs, pool_truth, task)   # a bad truth file fails before any work
     runs = plan_runs(experiment, task, Path(experiment.output), pool_configs, strategy=strategy, restart=restart,
                      rounds=rounds)
     for run in runs:
         run.status()   # refuses a changed run before any work (unless restart)
-    return task, pool_configs, runs
+    return task, pool_configs, runs, truth
+
+
+def pool_truth_of(pool_configs, extra_files, task) -> tuple[list[str], dict[str, int]]:
+    """(truth files, {image: class index}) of the pools' `truth` and the `extra_files`."""
+    from pseudolabel.data import read_truth
+
+    files = list(dict.fromkeys([*(p.truth for p in pool_configs if p.truth), *map(str, extra_files)]))
+    return files, (read_truth(files, task.class_map.names) if files else {})
 
 
 def experiment_lock(out: Path, strategy):
@@ -105,7 +118,8 @@ def experiment_lock(out: Path, strategy):
     return RunLock.for_directory(out) if distribute.is_chief(strategy) else contextlib.nullcontext()
 
 
-def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy, started: float) -> dict | None:
+def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy, started: float,
+               truth=((), {})) -> dict | None:
     from pseudolabel import distribute
     from pseudolabel.data import prepare_pools
     from pseudolabel.data.folders import TRUTH_FILE
@@ -129,6 +143,8 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
             if state != "finished":
                 label_once(run.teacher, pools, task, run.table, experiment.pseudo, run.origin)
         run.run()
+        if isinstance(run, StudentRun) and distribute.is_chief(strategy):
+            measure_round(run.path, *truth)
     if not distribute.is_chief(strategy):
         return None
     summary = compare_runs([run.path for run in runs], out / "report", margin=experiment.model_selection.margin)
@@ -223,6 +239,20 @@ def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) ->
                 tta=pseudo.tta, class_names=task.class_map.names, out_path=table)
     atomic_write_json(origin_file, origin)
     return table
+
+
+def measure_round(run_dir: Path, truth_files, truth: dict) -> None:
+    """The round's pseudo-label quality against the truth (pseudo_quality.json, for the report
+    only); without truth, a quality file of an earlier truth is removed so no report shows it."""
+    from pseudolabel.pseudolabels.quality import QUALITY_JSON, write_round_quality
+
+    if not truth_files:
+        (run_dir / QUALITY_JSON).unlink(missing_ok=True)
+        return
+    quality = write_round_quality(run_dir, truth, truth_files)
+    parts = [f"accuracy {q['accuracy']:.3f} over {q['n']} {what}" for what, q in
+             (("pool images with truth", quality["all"]), ("selected ones", quality["selected"])) if q["n"]]
+    print(f"pseudo-label quality ({run_dir.name}): {', '.join(parts) or 'no pool image of this round has a truth'}")
 
 
 def _json(obj):

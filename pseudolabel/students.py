@@ -41,7 +41,10 @@ from pseudolabel.config import PseudoConfig
 from pseudolabel.lifecycle import TrainingRun, task_subset
 from pseudolabel.noisy_student import NoisyStudent
 from pseudolabel.pseudolabels import (
+    SELECTED_TABLE,
+    SELECTION_REPORT,
     PseudoLabelError,
+    labeled_prior,
     describe_selection,
     file_sha256,
     read_pseudo_labels,
@@ -50,8 +53,6 @@ from pseudolabel.pseudolabels import (
 from pseudolabel.rundir import atomic_path, atomic_write_json
 from pseudolabel.training import build_model, class_weights, keras_verbose
 
-SELECTION_REPORT = "pseudo_labels_report.json"
-SELECTED_TABLE = "pseudo_labels_selected.csv"
 
 
 def train_student(recipe, task, pseudo_table_path, run_dir, *, pseudo: PseudoConfig | None = None,
@@ -93,7 +94,8 @@ class StudentRun(TrainingRun):
 
     def prepare(self) -> None:
         class_names = [str(c) for c in self.task.class_map.names]
-        self.selection = select(self.table, class_names, self.pseudo, seed=self.seed)
+        prior = labeled_prior(task_subset(self.task, "train")[1], len(class_names))
+        self.selection = select(self.table, class_names, self.pseudo, seed=self.seed, prior=prior)
 
     def fit(self, student) -> dict:
         t = self.config.train
@@ -171,17 +173,19 @@ class StudentRun(TrainingRun):
 # --------------------------------------------------------------------------- pieces
 
 
-def select(table_path: Path, class_names: list[str], pseudo: PseudoConfig, *, seed: int):
-    """(paths, targets, report) of the pseudo-labels `pseudo` selects from the table."""
+def select(table_path: Path, class_names: list[str], pseudo: PseudoConfig, *, seed: int, prior=None):
+    """(paths, targets, report) of the pseudo-labels `pseudo` selects from the table; `prior`: the
+    labeled train split's class shares (for `align` / `balance` "prior", and recorded)."""
     table = read_pseudo_labels(table_path)
     if table.class_names != class_names:
         raise PseudoLabelError(f"{table_path}: table classes {table.class_names} differ from the task's {class_names}")
     paths, targets, report = select_pseudo_labels(
         table, mode=pseudo.mode, temperature=pseudo.temperature, label_smoothing=pseudo.label_smoothing,
-        threshold=pseudo.threshold, balance=pseudo.balance, per_class=pseudo.per_class, seed=seed)
+        threshold=pseudo.threshold, threshold_rule=pseudo.threshold_rule, keep_fraction=pseudo.keep_fraction,
+        align=pseudo.align, balance=pseudo.balance, per_class=pseudo.per_class, seed=seed, prior=prior)
     if not paths:
-        raise PseudoLabelError(f"{table_path}: no pseudo-label has confidence >= {pseudo.threshold} "
-                               f"({len(table)} rows); lower the threshold")
+        raise PseudoLabelError(f"{table_path}: no pseudo-label passes the threshold ({pseudo.threshold_rule} rule, "
+                               f"thresholds {report['thresholds']}; {len(table)} rows); lower the threshold")
     return paths, targets, report
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -65,12 +66,14 @@ def write_synthetic_dataset(
     seed: int = 0,
     letters: str = "MO",
     kind: str = "stripes",
+    truth_names: Sequence[str] | None = None,
 ) -> Path:
     """Write a House-Rooms-shaped tree under `root` and return the labels CSV path.
 
     root/Labeled/img_{i}.jpg (labeled, listed in root/labels.csv with class letters from `letters`),
     root/Pool/img_{i}.jpg (unlabeled pool of the same classes, unlisted). `kind`: "stripes" or
-    "texture" (see the module docstring).
+    "texture" (see the module docstring). With `truth_names` (the class name of each letter), the
+    pool's true classes go to root/pool_truth.csv (image,label; absolute paths, class names).
     """
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -83,9 +86,14 @@ def write_synthetic_dataset(
         rel = f"Labeled/img_{i + 1}.jpg"
         Image.fromarray(draw(k, rng, size)).save(root / rel, quality=95)
         rows.append((rel, letters[k]))
+    truth = []
     for i in range(n_unlabeled):
         k = int(rng.integers(n_classes))
         Image.fromarray(draw(k, rng, size)).save(root / f"Pool/img_{i + 1}.jpg", quality=95)
+        truth.append((str((root / f"Pool/img_{i + 1}.jpg").resolve()), truth_names[k] if truth_names else ""))
+    if truth_names:
+        with open(root / "pool_truth.csv", "w", newline="") as f:
+            csv.writer(f).writerows([("image", "label"), *truth])
     labels = root / "labels.csv"
     with open(labels, "w", newline="") as f:
         writer = csv.writer(f)

@@ -94,7 +94,8 @@ def test_labels_per_class_keeps_n_and_sends_the_rest_to_a_pool_with_truth(folder
     assert {n: counts["train"][n] + counts["val"][n] for n in CLASSES} == {n: 5 for n in CLASSES}
     assert [p.path for p in experiment.pools] == [str(train), str(extra.resolve())]
     text = result.experiment.read_text()
-    assert f'# truth = "{tmp_path / "out" / "pool_truth.csv"}"' in text  # a comment until the schema has it
+    assert f'truth = "{tmp_path / "out" / "pool_truth.csv"}"' in text
+    assert [p.truth for p in experiment.pools] == [str(tmp_path / "out" / "pool_truth.csv"), None]
     truth = _rows(tmp_path / "out" / "pool_truth.csv")
     assert len(truth) == 3 * (12 - 5)
     labeled = {str(p) for p in task.labeled.paths}

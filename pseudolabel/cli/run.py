@@ -25,12 +25,17 @@ from pseudolabel.cli.common import fail_cleanly, parse_seeds, restart_option, st
               help="Repeat the whole chain for these seeds (e.g. 0,1,2,3,4), each in OUTPUT/seed-<s>/, and "
                    "summarise them (mean ± sd, paired differences) in OUTPUT/report/seeds.md. "
                    "Default: the experiment's `seeds`, else one chain.")
+@click.option("--pool-truth", "pool_truth", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A CSV image,label of the true class names of pool images (image paths absolute or "
+                   "relative to the CSV), to measure every round's pseudo-labels (accuracy, per-class "
+                   "precision / recall, calibration) in the report. One file may cover every pool; "
+                   "repeatable. Read only for the report: no run's config or training changes.")
 @click.option("--json", "as_json", is_flag=True,
               help="End with the report's summary as JSON on stdout (for scripts) instead of the table.")
 @restart_option
 @strategy_option
 @fail_cleanly
-def run(experiment, pools, glob, root, output, rounds, seeds, as_json, restart, strategy):
+def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_json, restart, strategy):
     """Run an EXPERIMENT file: teacher -> pseudo-labels -> student -> ... -> report.
 
     Every round is evaluated on the fixed test split. Rerunning the same command resumes: a
@@ -53,7 +58,7 @@ def run(experiment, pools, glob, root, output, rounds, seeds, as_json, restart, 
     extra = tuple(PoolConfig(name=Path(p).name, path=str(Path(p).resolve()), glob=glob) for p in pools)
     strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
     summary = run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds,
-                             seeds=parse_seeds(seeds))
+                             seeds=parse_seeds(seeds), pool_truth=tuple(str(Path(p).resolve()) for p in pool_truth))
     if summary is None:   # a non-chief worker: no report
         return
     if as_json:

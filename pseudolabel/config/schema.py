@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_serializer, model_validator
 
 from pseudolabel.model_selection import DEFAULT_MARGIN
 
@@ -233,16 +233,51 @@ class Baselines(Table):
 
 
 class PseudoConfig(Table):
-    """`[pseudo]`: how the teacher's predictions on the pools become the student's targets."""
+    """`[pseudo]`: how the teacher's predictions on the pools become the student's targets
+    (`pseudolabels.selection`, in this order):
+
+    1. `align = "prior"`: distribution alignment (ReMixMatch, Berthelot et al. 2020): every row's
+       probabilities times (labeled train prior / the pool's mean prediction), renormalised, before
+       anything else ("none": the teacher's probabilities as they are).
+    2. threshold: keep rows whose top probability is >= their predicted class's threshold.
+       `threshold_rule`: "fixed" (`threshold` for every class), "flexmatch" (`threshold` scaled per
+       class by how many pool images the class holds above it, Zhang et al. 2021), "freematch"
+       (mean confidence of the pool scaled per class by the class's mean probability, Wang et al.
+       2023; `threshold` unused). A fixed threshold <= 1/K removes nothing (the top probability of K
+       classes is >= 1/K); the selection report says so.
+    3. `keep_fraction`: per predicted class, the most confident fraction of what passed (1: all):
+       a cut that means the same for two classes as for ten, and takes as much from every class.
+    4. `balance`: true / "equal": every predicted class gets `per_class` rows (0: the largest class
+       count), the most confident kept, duplicates filling short classes; "prior": the class shares
+       of the labeled train split, K x `per_class` rows in all (0: as few as keep every selected
+       image), the same way; false: as selected.
+    5. targets: `mode` soft (probabilities at `temperature`) or hard (argmax + `label_smoothing`).
+    """
 
     mode: Literal["soft", "hard"] = "soft"  # soft: probabilities at `temperature`; hard: argmax + smoothing
     temperature: Positive = 1.0
     label_smoothing: Rate = 0.1
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.3  # drop images whose top probability is below
-    balance: bool = True          # per class the most confident up to `per_class`, duplicating when short
+    threshold_rule: Literal["fixed", "flexmatch", "freematch"] = "fixed"
+    keep_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    align: Literal["none", "prior"] = "none"
+    balance: Union[bool, Literal["equal", "prior"]] = True   # true = "equal"
     per_class: Count = 0          # 0: the largest class count after thresholding
     tta: TTA = "none"
     batch_size: AtLeastOne = 64
+
+    @model_serializer(mode="wrap")
+    def _without_later_defaults(self, handler) -> dict:
+        # Keys added after runs were recorded are left out at their defaults, so every config that
+        # holds a [pseudo] dump (a student's, its teacher's inside the next round's) stays the same.
+        data = handler(self)
+        for key, default in PSEUDO_KEYS_ADDED.items():
+            if data.get(key) == default:
+                data.pop(key)
+        return data
+
+
+PSEUDO_KEYS_ADDED = {"threshold_rule": "fixed", "keep_fraction": 1.0, "align": "none"}
 
 
 class ClassesTable(Table):
@@ -360,14 +395,20 @@ class PoolConfig(Table):
     """`[[pools]]`: a folder of unlabeled images, scanned recursively (`glob` filters names), or,
     with `images`, only the images a CSV lists (column `image`; relative entries are relative to
     `path`): e.g. the labeled images a label-budget curve hides (`pseudolabel.curve`). The list is
-    checked when the config is read: the file, its column, and that every listed image exists."""
+    checked when the config is read: the file, its column, and that every listed image exists.
+
+    `truth`: a CSV `image,label` of the true class NAMES of (some of) the pool's images (image
+    paths absolute or relative to the CSV's folder), read only to measure the pseudo-labels
+    (`pseudolabels.quality`). It is never part of a dump (`exclude`), so it reaches no run's
+    config: adding or removing it changes no run."""
 
     path: str
     name: Optional[str] = None
     glob: Optional[str] = None
     images: Optional[str] = None
+    truth: Optional[str] = Field(default=None, exclude=True)
 
-    @field_validator("path", "images")
+    @field_validator("path", "images", "truth")
     @classmethod
     def _resolve_path(cls, value: str | None, info: ValidationInfo) -> str | None:
         return resolve_path(value, info)

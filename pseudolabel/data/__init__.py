@@ -22,6 +22,8 @@ TensorFlow. Pixels are only touched through `pseudolabel.images`.
 - A folder-per-class data set (`folders`, the Keras `image_dataset_from_directory` layout) is
   split (`split_folders`) and written as a labels CSV, a split and a ready experiment file
   (`import_folders`), or read as it is by an experiment's `[data] layout = "folders"`.
+- Pool truth (`truth`): the known classes of pool images, `image,label` CSVs read by `read_truth`,
+  only to measure pseudo-labels (`pseudolabels.quality`), never to train.
 - `summary` describes all of it (`pseudolabel data summary`); `task` builds what training and
   evaluation need from an experiment's `data` table.
 
@@ -49,6 +51,7 @@ from pseudolabel.data.pools import (IN_EARLIER_POOL, LABELED, NEAR_DUPLICATE, Po
 from pseudolabel.data.splits import SPLIT_NAMES, Split, make_split, read_split, write_split
 from pseudolabel.data.summary import summarize
 from pseudolabel.data.task import Task, load_folder_task, load_task
+from pseudolabel.data.truth import read_truth, truth_key
 
 __all__ = [
     # errors
@@ -74,4 +77,6 @@ __all__ = [
     "summarize", "Task", "load_task", "load_folder_task",
     # folders
     "FolderImport", "FolderSplit", "class_folders", "import_folders", "split_folders",
+    # truth
+    "read_truth", "truth_key",
 ]

@@ -12,7 +12,8 @@ the same whatever folder relative paths are read against.
 
 With `labels_per_class=N` only N images per class stay labeled (train + val); the rest of the
 train folder is an unlabeled pool, and their labels go to `pool_truth.csv` (image,label, absolute
-image paths), kept aside to measure pseudo-label accuracy. Unreadable images are skipped and
+image paths), kept aside to measure pseudo-label accuracy: the experiment names it as the pool's
+`truth`, so every round's report says how right its pseudo-labels were. Unreadable images are skipped and
 listed (as pools do), never fatal; nothing is written when an error stops the import.
 """
 
@@ -311,7 +312,8 @@ def experiment_toml(out: Path, root: Path, split: Split, pools: list[dict], trai
     for pool in pools:
         lines += ["", "[[pools]]", f"name = {q(pool['name'])}", f"path = {q(pool['path'])}"]
         if "truth" in pool:
-            lines.append(f"# truth = {q(pool['truth'])}  # the held-back labels of this pool's images")
+            lines.append(f"truth = {q(pool['truth'])}  # the held-back labels of this pool's images: "
+                         "measures the pseudo-labels, never trains")
     lines += ["", "[teacher]", f"recipe = {q(str(out / 'recipes' / 'teacher.toml'))}", "",
               "[students]", f"recipes = [{q(str(out / 'recipes' / 'student.toml'))}]", ""]
     return "\n".join(lines)

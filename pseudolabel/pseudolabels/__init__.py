@@ -17,11 +17,22 @@ Two steps, kept apart so a table (the expensive part) can be re-selected with ot
    writes the table an unsharded run would have written (same rows, in the same order).
 
 2. `select_pseudo_labels` (selection.py) turns the table into training targets, as the official
-   Noisy Student code does (google-research/noisystudent, filter_unlabel.py).
+   Noisy Student code does (google-research/noisystudent, filter_unlabel.py), optionally with the
+   rules of class_shares.py that keep the class shares from drifting (distribution alignment,
+   FlexMatch / FreeMatch thresholds, a per-class keep fraction, balancing to the labeled prior).
 
 `load_classifier` and `predict_images` (predict.py) give class probabilities of new images.
 """
 
+from pseudolabel.pseudolabels.class_shares import (
+    THRESHOLD_RULES,
+    align_to_prior,
+    allocate,
+    class_thresholds,
+    ineffective_threshold,
+    keep_most_confident,
+    labeled_prior,
+)
 from pseudolabel.pseudolabels.labeling import label_pools
 from pseudolabel.pseudolabels.predict import (
     batch_predictor,
@@ -33,10 +44,13 @@ from pseudolabel.pseudolabels.predict import (
 )
 from pseudolabel.pseudolabels.selection import (
     MODES,
+    SELECTED_TABLE,
+    SELECTION_REPORT,
     balance_indices,
     describe_selection,
     hard_targets,
     select_pseudo_labels,
+    selection_report,
     soft_targets,
     write_selection_report,
 )
@@ -79,6 +93,8 @@ from pseudolabel.pseudolabels.table import (
 
 # Every public name of the submodules, so `from pseudolabel.pseudolabels import X` keeps working.
 __all__ = [
+    "THRESHOLD_RULES", "align_to_prior", "allocate", "class_thresholds", "ineffective_threshold",
+    "keep_most_confident", "labeled_prior", "SELECTED_TABLE", "SELECTION_REPORT", "selection_report",
     "check_classes",
     "EXCLUDED_IN_EARLIER_POOL", "EXCLUDED_LABELED", "EXCLUDED_NEAR_DUPLICATE", "FIXED_COLUMNS", "MODES",
     "NOT_LABELED_REASONS", "PseudoLabelError", "PseudoLabelTable", "SKIPPED_COLUMNS", "TAIL_COLUMNS",
