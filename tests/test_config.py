@@ -71,7 +71,7 @@ def test_every_wrong_value_is_one_line_naming_file_key_and_what_is_allowed(tmp_p
     ('[pseudo]\nmode = "soft-ish"', r"pseudo.mode: should be 'soft' or 'hard'"),
     ("[pseudo]\nthreshold = 1.5", r"pseudo.threshold: should be less than or equal to 1"),
     ('[pseudo]\ntta = "x"', r"pseudo.tta: should be 'none', 'flip' or 'ten_crop'"),
-    ('[[pools]]\npath = "p"\nglobe = "*.jpg"', r"unknown key 'pools\[0\].globe' \(known here: glob, images, name, path\)"),
+    ('[[pools]]\npath = "p"\nglobe = "*.jpg"', r"unknown key 'pools\[0\].globe' \(known here: glob, images, name, path, truth\)"),
     ('[data.classes]\nnames = ["a", "b"]\npositive = "c"', r"data.classes: .*positive 'c' is not in names"),
     ('[data]\nclasses = "rooms"', r"data.classes: should be 'identity' or 'house_rooms'"),
 ])
