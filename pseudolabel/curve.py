@@ -197,7 +197,9 @@ def derive_budget(experiment, plan: Budget):
     data = experiment.data.model_copy(update={"labels": str(plan.directory / LABELS_CSV),
                                               "split": str(plan.directory / SPLIT_CSV)})
     pool_list = str(plan.directory / HIDDEN_POOL_CSV)
-    hidden = validate(PoolConfig, {"name": HIDDEN_POOL, "path": data.root, "images": pool_list}, source=pool_list)
+    # Its truth is read only for the pseudo-label quality report (accuracy per budget and round).
+    hidden = validate(PoolConfig, {"name": HIDDEN_POOL, "path": data.root, "images": pool_list,
+                                   "truth": str(plan.directory / HIDDEN_TRUTH_CSV)}, source=pool_list)
     return experiment.model_copy(update={"data": data, "pools": [hidden, *experiment.pools],
                                          "output": str(plan.directory)})
 
@@ -255,10 +257,20 @@ def curve_summary(experiment, plans: list[Budget], summaries: dict, seeds: list[
                         "hidden": plan.hidden, "directory": str(plan.directory),
                         "models": {row["run"]: row["model"] for row in per_seed[seeds[0]]["rows"]},
                         "roc_auc": {seed: {row["run"]: row["roc_auc"] for row in s["rows"]}
-                                    for seed, s in per_seed.items()}})
+                                    for seed, s in per_seed.items()},
+                        "pseudo_accuracy": {seed: pseudo_accuracy(s) for seed, s in per_seed.items()}})
     first = summaries[plans[0].label][seeds[0]]
     return {"experiment": experiment.path, "subset_seed": experiment.seed, "seeds": seeds, "auc": first["auc"],
             "n_test_images": first["n_test_images"], "budgets": budgets, "rows": curve_rows(budgets)}
+
+
+def pseudo_accuracy(summary: dict) -> dict:
+    """{run: {"all": accuracy, "selected": accuracy}} of every round whose pseudo-labels were
+    measured against the hidden labels (`pseudo_quality.json`, via the comparison's section)."""
+    section = summary.get("pseudo_labels") or {}
+    return {r["run"]: {part: r["quality"][part]["accuracy"] for part in ("all", "selected")
+                       if r["quality"][part]["n"]}
+            for r in section.get("rounds", []) if r.get("quality")}
 
 
 def curve_rows(budgets: list[dict]) -> list[dict]:
@@ -282,8 +294,19 @@ def curve_rows(budgets: list[dict]) -> list[dict]:
                 row["minus_best_supervised"] = paired(
                     [(aucs[s][run], max(aucs[s][r] for r in SUPERVISED if r in aucs[s])) for s in found
                      if any(r in aucs[s] for r in SUPERVISED)])
+                row["pseudo_accuracy"] = mean_accuracy(budget.get("pseudo_accuracy", {}), run, found)
             rows.append(row)
     return rows
+
+
+def mean_accuracy(per_seed: dict, run: str, seeds: list) -> dict:
+    """{"all"|"selected": mean pseudo-label accuracy over the seeds that measured it}."""
+    out = {}
+    for part in ("all", "selected"):
+        values = [per_seed[s][run][part] for s in seeds if part in per_seed.get(s, {}).get(run, {})]
+        if values:
+            out[part] = float(np.mean(values))
+    return out
 
 
 def paired(pairs) -> dict | None:
@@ -312,10 +335,13 @@ def curve_markdown(result: dict) -> str:
              f"smaller ones) and the same for every seed (chosen with the experiment's seed, "
              f"{result['subset_seed']}); the rest of the train split is an unlabeled pool ('{HIDDEN_POOL}'). "
              "Differences are paired per seed; intervals are 95% t-intervals of the mean over seeds; the best "
-             "supervised model is the teacher or the probe, whichever scored higher on that seed.", "",
+             "supervised model is the teacher or the probe, whichever scored higher on that seed. Pseudo-label "
+             "accuracy is measured against the hidden labels (and any pool's own truth), never trained on: over "
+             "every pseudo-labeled image with a known class / over the ones the student trained on.", "",
              "| labels | model | kind | seeds | test ROC AUC mean ± sd | minus teacher, mean [95% CI] "
-             "| minus best supervised, mean [95% CI] | ahead of best supervised |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| minus best supervised, mean [95% CI] | ahead of best supervised "
+             "| pseudo-label accuracy, all / selected (mean) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     n_of = {b["budget"]: b["n_labels"] for b in result["budgets"]}
     for row in result["rows"]:
         labels = f"{row['budget']} ({n_of[row['budget']]})" if row["budget"] == ALL else row["budget"]
@@ -331,6 +357,9 @@ def curve_markdown(result: dict) -> str:
                              else f"{d['mean']:+.3f} (1 seed)")
         best = row.get("minus_best_supervised")
         cells.append(f"{best['wins']} of {best['n']} seeds" if best else "")
+        accuracy = row.get("pseudo_accuracy") or {}
+        cells.append(" / ".join(f"{accuracy[p]:.3f}" if p in accuracy else "n/a" for p in ("all", "selected"))
+                     if accuracy else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

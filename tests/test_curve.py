@@ -13,7 +13,7 @@ from pseudolabel.cli import main
 from pseudolabel.config import load_experiment
 from pseudolabel.curve import (ALL, CurveError, curve_markdown, curve_rows, label_order, parse_budgets, plan_budget,
                                run_curve, write_curve_report)
-from pseudolabel.data import ClassMap, load_task, read_split
+from pseudolabel.data import ClassMap, load_task, read_split, read_truth
 from pseudolabel.demo import write_demo
 from pseudolabel.lifecycle import RunChangedError
 
@@ -154,6 +154,9 @@ def test_a_curve_trains_every_budget_and_seed_on_the_kept_labels_only_then_resum
         assert pools["curve_hidden"]["counts"]["kept"] + pools["curve_hidden"]["counts"]["excluded"] == 24
         table = {r["image"] for r in _rows(out / "round1_tiny_cnn" / "pseudo_labels.csv")}
         assert hidden & table                                    # the hidden images are pool images
+        quality = json.loads((out / "round1_tiny_cnn" / "pseudo_quality.json").read_text())
+        known = hidden | set(read_truth([p.truth for p in experiment.pools if p.truth], ["modern", "old"]))
+        assert quality["all"]["n"] == len(known & table)
     assert (curve_dir / "labels-all" / "seed-1" / "round1_tiny_cnn" / "metrics.json").exists()
     assert not (curve_dir / "labels-all" / "split.csv").exists()
 
@@ -161,6 +164,10 @@ def test_a_curve_trains_every_budget_and_seed_on_the_kept_labels_only_then_resum
     for row in result["rows"]:
         run = curve_dir / f"labels-{row['budget']}" / "seed-1" / row["run"]
         assert row["roc_auc"] == [json.loads((run / "metrics.json").read_text())["roc_auc"]] and row["n_seeds"] == 1
+    student = {row["budget"]: row for row in result["rows"] if row["run"] == "round1_tiny_cnn"}
+    assert student["6"]["pseudo_accuracy"]["all"] == quality["all"]["accuracy"]
+    quality_all = json.loads((curve_dir / "labels-all" / "seed-1" / "round1_tiny_cnn" / "pseudo_quality.json").read_text())
+    assert student[ALL]["pseudo_accuracy"]["all"] == quality_all["all"]["accuracy"]   # the demo pool's own truth
     table = (curve_dir / "curve.md").read_text()
     assert (curve_dir / "curve.png").exists() and "| 6 | teacher |" in table and "(1 seed) |" in table
 
