@@ -32,6 +32,12 @@ def run_probe(task, run_dir, *, backbone: str = "efficientnet_lite0", image_size
     return ProbeRun(config, task, run_dir, verbose=verbose, restart=restart).run()
 
 
+def cv_folds(class_counts, folds: int = ProbeConfig.model_fields["cv"].default) -> int:
+    """Cross-validation folds on a train split with these class counts: `folds`, fewer when the
+    smallest class has fewer images (StratifiedKFold needs one per class per fold), never below 2."""
+    return max(2, min(int(folds), int(min(class_counts))))
+
+
 def fit_probe(train_x, train_y, *, cv: int = 5, seed: int = 0, Cs: int | Sequence[float] = 20):
     """StandardScaler + L2 LogisticRegressionCV, C chosen by stratified k-fold CV (ROC AUC) on these rows."""
     from sklearn.linear_model import LogisticRegressionCV

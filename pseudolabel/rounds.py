@@ -219,8 +219,9 @@ def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, str
 def probe_folds(task, folds: int = ProbeConfig.model_fields["cv"].default) -> int:
     """The baselines' cross-validation folds: `folds`, fewer when the smallest class of the train
     split has fewer images (StratifiedKFold needs that many per class), never below 2."""
-    smallest = min(task.split.class_counts()["train"].values())
-    return max(2, min(folds, smallest))
+    from pseudolabel.probe import cv_folds
+
+    return cv_folds(task.split.class_counts()["train"].values(), folds)
 
 
 def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) -> Path:

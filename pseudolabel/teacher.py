@@ -157,11 +157,12 @@ class TeacherRun(TrainingRun):
     def initialise_head(self, head, features, val_xy) -> dict:
         """The head as the linear probe fitted on the cached train features (C by CV on train):
         saved as the phase-1 checkpoint to beat, its val scores returned as `val_loss`/`val_auc`."""
-        from pseudolabel.probe import fit_probe, probe_summary, set_head_from_probe
+        from pseudolabel.probe import cv_folds, fit_probe, probe_summary, set_head_from_probe
 
-        folds = int(min(5, np.bincount(features["train_y"]).min()))   # StratifiedKFold needs a row per class per fold
-        if folds < 2:
+        counts = np.bincount(features["train_y"])
+        if counts.min() < 2:
             raise ValueError(f"{self.path.name}: head_init = 'probe' needs >= 2 train images of every class")
+        folds = cv_folds(counts)
         classifier = fit_probe(features["train_x"], features["train_y"], cv=folds, seed=self.config.train.seed)
         set_head_from_probe(head, classifier)
         freeze_batchnorm(head)   # its statistics are the probe's scaler
