@@ -4,7 +4,8 @@ The output directory holds one run directory per model and one pseudo-label tabl
 
     OUTPUT/pools.json, pools.csv           which pools, how many images each kept / excluded / skipped
     OUTPUT/pool_truth.csv                  [data] layout = "folders" with labels_per_class: the held-back
-                                           pool images' true labels (image,label), kept aside
+                                           pool images' true labels (image,label), kept aside, measure
+                                           every round's pseudo-labels (pseudo_quality.json)
     OUTPUT/round0_teacher/                 the supervised teacher (a run directory)
     OUTPUT/round1_<backbone>/              the student of round 1 (a run directory), holding
         pseudo_labels.csv                  the previous model's labels for the pools it trained on
@@ -92,7 +93,10 @@ def check_chain(experiment: Experiment, *, extra_pools=(), strategy, restart: bo
         raise ConfigError(f"{experiment.path}: no [teacher] recipe: an experiment needs one to run")
     task = load_task(experiment.data.as_task_config())
     pool_configs = [*experiment.pools, *extra_pools]
-    truth = pool_truth_of(pool_configs, pool_truth, task)   # a bad truth file fails before any work
+    from pseudolabel.data.folders import TRUTH_FILE
+
+    # a bad truth file fails before any work
+    truth = pool_truth_of(pool_configs, pool_truth, task, Path(experiment.output) / TRUTH_FILE)
     runs = plan_runs(experiment, task, Path(experiment.output), pool_configs, strategy=strategy, restart=restart,
                      rounds=rounds)
     for run in runs:
@@ -100,12 +104,18 @@ def check_chain(experiment: Experiment, *, extra_pools=(), strategy, restart: bo
     return task, pool_configs, runs, truth
 
 
-def pool_truth_of(pool_configs, extra_files, task) -> tuple[list[str], dict[str, int]]:
-    """(truth files, {image: class index}) of the pools' `truth` and the `extra_files`."""
-    from pseudolabel.data import read_truth
+def pool_truth_of(pool_configs, extra_files, task, held_back_file: Path) -> tuple[list[str], dict[str, int]]:
+    """(truth files, {image: class index}) of the pools' `truth`, the `extra_files` and, in the
+    folders layout, the train folder's held-back labels (kept aside in `held_back_file` by `run_rounds`)."""
+    from pseudolabel.data import read_truth, truth_key
 
     files = list(dict.fromkeys([*(p.truth for p in pool_configs if p.truth), *map(str, extra_files)]))
-    return files, (read_truth(files, task.class_map.names) if files else {})
+    truth = read_truth(files, task.class_map.names) if files else {}
+    if task.held_back:
+        index = {str(name): i for i, name in enumerate(task.class_map.names)}
+        truth.update({truth_key(image): index[label] for image, label in task.held_back})
+        files.append(str(held_back_file))
+    return files, truth
 
 
 def experiment_lock(out: Path, strategy):

@@ -302,6 +302,8 @@ def test_folders_layout_runs_teacher_and_student_on_the_held_back_pool_and_keeps
     assert summary["n_test_images"] == 12 and summary["class_names"] == CLASSES
     truth = _rows(tmp_path / "runs" / "pool_truth.csv")
     assert len(truth) == 3 * (12 - 8) and all(Path(r["image"]).relative_to(train).parts[0] == r["label"] for r in truth)
+    quality = json.loads((Path(summary["rows"][1]["path"]) / "pseudo_quality.json").read_text())
+    assert quality["all"]["n"] == len(truth)                     # every held-back image, measured by its label
     student = json.loads((Path(summary["rows"][1]["path"]) / "metrics.json").read_text())
     assert student["pseudo_labels"]["per_pool"] == {"train_unlabeled": student["n_images"]["pseudo_labeled"]}
     assert student["n_images"]["train"] + student["n_images"]["val"] == 3 * 8

@@ -324,7 +324,8 @@ class DataConfig(Table):
     stratified, seeded part of `train` is (`test_size`, default 0.2, or `test_per_class` images of
     every class). `labels_per_class`: only N images per class stay labeled (train + val); the rest
     of `train` becomes the experiment's first pool, `<train folder name>_unlabeled`, its true labels
-    written aside to OUTPUT/pool_truth.csv. Validation: `val_per_class` images of every class, else
+    written aside to OUTPUT/pool_truth.csv (never trained on; every round's pseudo-labels are
+    measured by them). Validation: `val_per_class` images of every class, else
     a stratified `val_size` part (default 0.15) of the labeled training images. `seed` (default 0)
     seeds every choice of the split. The split is a function of the image files (names, classes,
     readability) and these keys: the same files and keys give the same split and split hash; an
