@@ -4,6 +4,7 @@ No timing is asserted anywhere: the figures belong in BENCHMARKS.md, measured on
 The `--quick` runs (real data and weights, about a minute each) are marked slow.
 """
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 BENCHES = ["bench_pipeline.py", "bench_tutorial.py", "bench_scale.py", "profile_student.py", "bench_teacher.py",
-           "bench_near_duplicates.py"]
+           "bench_near_duplicates.py", "seed_benchmark.py", "select_teacher_recipe.py"]
 sys.path.insert(0, str(SCRIPTS))
 
 import _bench_common as bc  # noqa: E402
@@ -56,7 +57,7 @@ def test_help(script):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["bench_pipeline.py", "bench_tutorial.py", "bench_scale.py", "profile_student.py",
-                                    "bench_near_duplicates.py"])
+                                    "bench_near_duplicates.py", "seed_benchmark.py", "select_teacher_recipe.py"])
 def test_quick_run(script, house_rooms, tmp_path):
     report = tmp_path / "bench.md"
     extra = {"bench_scale.py": ["--pool-dir", str(tmp_path / "pool")],
@@ -65,3 +66,56 @@ def test_quick_run(script, house_rooms, tmp_path):
                     *extra], check=True)
     text = report.read_text()
     assert "QUICK" in text and "- Command: `python scripts/" in text and "- Machine:" in text
+
+
+def _summary(aucs: dict, modern_share: float) -> dict:
+    """A comparison summary (report/compare.json) as far as the seed benchmark reads it."""
+    teacher = aucs["round0_teacher"]
+    return {"auc": "ROC AUC", "n_test_images": 89, "baseline": "round0_teacher", "positive_class": "modern",
+            "rows": [{"run": run, "model": "m", "roc_auc": auc, "delta_auc": auc - teacher,
+                      "baseline": run == "round0_teacher"} for run, auc in aucs.items()],
+            "pseudo_labels": {"labeled_prior": {"old": 0.6, "modern": 0.4}, "rounds": [
+                {"run": "round1_lite0", "stages": {"before": {"share": {"old": 1 - modern_share, "modern": modern_share}}}}]}}
+
+
+def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_section(tmp_path):
+    """Seeds whose chain finished are recorded (kept across sessions) and counted; unfinished ones
+    are not; the BENCHMARKS section of the experiment is replaced, other sections kept."""
+    import seed_benchmark
+
+    from pseudolabel.config import load_experiment
+    from pseudolabel.demo import write_demo
+    from pseudolabel.seeds import with_seed
+
+    experiment_file = write_demo(tmp_path / "demo", n_labeled=8, n_unlabeled=4, n_test=4, size=16, epochs=1)
+    experiment = load_experiment(experiment_file)
+    figures = {0: ({"round0_teacher": 0.80, "baseline_probe": 0.83, "round1_lite0": 0.86}, 0.30),
+               1: ({"round0_teacher": 0.78, "baseline_probe": 0.82, "round1_lite0": 0.88}, 0.50)}
+    for seed, (aucs, share) in figures.items():
+        report = Path(with_seed(experiment, seed).output) / "report"
+        report.mkdir(parents=True)
+        (report / "compare.json").write_text(json.dumps(_summary(aucs, share)))
+    bench_md = tmp_path / "bench.md"
+    bc.append_report(bench_md, "## Before (2026-01-01 00:00)\n\nkept\n")
+    bc.append_report(bench_md, f"## Repeated seeds: {experiment.name} (2026-01-01 00:00)\n\nold figures\n")
+    bc.append_report(bench_md, "## After (2026-01-01 00:00)\n\nkept too\n")
+    records = tmp_path / "records"
+    args = [str(experiment_file), "--seeds", "0,1,2", "--record-only", "--records", str(records), "--report", str(bench_md)]
+    seed_benchmark.main(args)
+
+    assert sorted(p.name for p in (records / experiment.name).glob("seed-*.json")) == ["seed-0.json", "seed-1.json"]
+    text = bench_md.read_text()
+    assert "old figures" not in text and "kept" in text and "kept too" in text
+    assert text.index("## Before") < text.index("## Repeated seeds") < text.index("## After")
+    section = text[text.index("## Repeated seeds"):text.index("## After")]
+    assert "0.790 ± 0.014" in section                     # the teacher over the two seeds
+    assert "+0.080" in section                            # the student minus the teacher, mean of +0.06 and +0.10
+    assert "teacher >= probe (mean): teacher 0.790, probe 0.825: **missed**" in section
+    assert "round1_lite0 +0.045" in section and "+ 0.03, interval above 0" in section
+    assert "'modern' share within 5% of the labeled prior (40.0%): **met**" in section   # (30% + 50%) / 2
+
+    import shutil
+    shutil.rmtree(Path(with_seed(experiment, 0).output))  # a new session: the run directories are gone
+    seed_benchmark.main(args)
+    text = bench_md.read_text()
+    assert text.count("## Repeated seeds") == 1 and "0.790 ± 0.014" in text   # still counted from the records

@@ -1,0 +1,205 @@
+"""Repeated seeds of an experiment, resumable across sessions, checked against the evidence goals.
+
+    python scripts/seed_benchmark.py experiments/house_rooms_bedroom_pool.toml --seeds 0,1,2,3,4
+
+Runs one seed at a time (`rounds.run_experiment` with that seed: OUTPUT/seed-<s>/, resumed per
+round, the same directories `pseudolabel run --seeds` uses) and, as soon as a seed's chain is
+finished, records its comparison summary (`report/compare.json`: test and val AUCs with intervals,
+pseudo-label class shares, validation's pick; a few KB) in `benchmarks/seeds/<experiment name>/
+seed-<s>.json`. The records are committed: run directories live outside the tracked files and do not
+outlive a session on these machines, the records do, so a seed recorded in an earlier session is
+not run again and still counts. `--record-only` records finished seeds and trains nothing.
+
+After every recorded seed the aggregate over ALL recorded seeds (`seeds.aggregate`: mean +- sd,
+paired differences with t-intervals over seeds, wins) is written beside the records (seeds.md,
+seeds.json) and replaces this experiment's section of BENCHMARKS.md, with the predicted class share
+of every round and the issue's goals (met / missed) under it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import shutil
+import sys
+from pathlib import Path
+
+import _bench_common as bench
+
+RECORDS = bench.REPO / "benchmarks" / "seeds"
+SECTION_TITLE = "Repeated seeds"
+SHARE_TOLERANCE = 0.05       # goal: every round's predicted share of the positive class within 5 points of the prior
+GAIN_TARGET = 0.03           # goal: best student >= best baseline + 0.03, its interval over seeds above 0
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment", type=Path)
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0,1,2,3,4)")
+    p.add_argument("--records", type=Path, default=RECORDS, help=f"where records go (default {RECORDS})")
+    p.add_argument("--record-only", action="store_true", help="record the finished seeds, train nothing")
+    p.add_argument("--report", type=Path, default=bench.DEFAULT_REPORT,
+                   help="Markdown file whose section of this experiment is replaced (default BENCHMARKS.md)")
+    p.add_argument("--no-report", action="store_true", help="leave BENCHMARKS.md alone")
+    return p.parse_args(argv)
+
+
+def finished_summary(experiment, seed: int) -> Path | None:
+    """OUTPUT/seed-<s>/report/compare.json when that seed's whole chain is finished."""
+    from pseudolabel.seeds import with_seed
+
+    path = Path(with_seed(experiment, seed).output) / "report" / "compare.json"
+    return path if path.is_file() else None
+
+
+def record_seed(summary_file: Path, records: Path, seed: int) -> Path:
+    records.mkdir(parents=True, exist_ok=True)
+    target = records / f"seed-{seed}.json"
+    shutil.copyfile(summary_file, target)
+    return target
+
+
+def recorded(records: Path) -> dict[int, dict]:
+    """{seed: comparison summary} of every record in `records`."""
+    out = {}
+    for path in sorted(records.glob("seed-*.json")):
+        out[int(path.stem.split("-", 1)[1])] = json.loads(path.read_text())
+    return out
+
+
+def class_shares(summaries: dict[int, dict]) -> dict:
+    """{"prior": {class: share}, "rounds": {run: {class: [share per seed]}}}: the share of each class
+    among a round's pseudo-labels before selection (the teaching model's argmax over the pools)."""
+    prior, rounds = None, {}
+    for seed in sorted(summaries):
+        section = summaries[seed].get("pseudo_labels") or {}
+        prior = prior or section.get("labeled_prior")
+        for r in section.get("rounds", []):
+            for name, share in r["stages"]["before"]["share"].items():
+                rounds.setdefault(r["run"], {}).setdefault(name, []).append(share)
+    return {"prior": prior, "rounds": rounds}
+
+
+def goals(result: dict, shares: dict, positive: str | None) -> list[str]:
+    """The evidence issue's goals, each met or missed, on the mean over the recorded seeds."""
+    rows = {row["run"]: row for row in result["rows"]}
+    lines = []
+    teacher, probe = rows.get(result["baseline"]), rows.get("baseline_probe")
+    if teacher and probe:
+        lines.append(f"teacher >= probe (mean): teacher {teacher['roc_auc_mean']:.3f}, probe "
+                     f"{probe['roc_auc_mean']:.3f}: **{'met' if teacher['roc_auc_mean'] >= probe['roc_auc_mean'] else 'missed'}**")
+    students = [row for row in result["rows"] if row["run"].startswith("round") and not row["baseline"]]
+    with_best = [row for row in students if "delta_best_baseline_mean" in row]
+    if with_best:
+        best = max(with_best, key=lambda row: row["delta_best_baseline_mean"])
+        low, high = best["delta_best_baseline_ci"]
+        # one seed has no interval: nothing is met on it
+        met = best["delta_best_baseline_mean"] >= GAIN_TARGET and low > 0 and len(best["delta_best_baseline"]) > 1
+        lines.append(f"best student >= best baseline + {GAIN_TARGET:g}, interval above 0: {best['run']} "
+                     f"{best['delta_best_baseline_mean']:+.3f} [{low:+.3f}, {high:+.3f}]: **{'met' if met else 'missed'}**")
+    means = [row["roc_auc_mean"] for row in students]
+    if len(means) > 1:
+        falls = [f"{b['run']} {b['roc_auc_mean']:.3f} < {a['run']} {a['roc_auc_mean']:.3f}"
+                 for a, b in zip(students, students[1:]) if b["roc_auc_mean"] < a["roc_auc_mean"]]
+        lines.append("no round after the first below the round before (mean): "
+                     + (f"**missed** ({'; '.join(falls)})" if falls else "**met**"))
+    prior = (shares["prior"] or {}).get(positive) if positive else None
+    if prior is not None and shares["rounds"]:
+        off = {run: sum(s[positive]) / len(s[positive]) for run, s in shares["rounds"].items()}
+        far = {run: v for run, v in off.items() if abs(v - prior) > SHARE_TOLERANCE}
+        lines.append(f"every round's '{positive}' share within {SHARE_TOLERANCE:.0%} of the labeled prior "
+                     f"({prior:.1%}): " + ("**met**" if not far else
+                                          f"**missed** ({', '.join(f'{r} {v:.1%}' for r, v in far.items())})"))
+    return lines
+
+
+def share_table(shares: dict) -> list[str]:
+    if not shares["rounds"]:
+        return []
+    names = list(next(iter(shares["rounds"].values())))
+    prior = shares["prior"] or {}
+    lines = ["| round | " + " | ".join(f"{n} share, mean ± sd (prior {prior.get(n, float('nan')):.1%})"
+                                        for n in names) + " |", "| --- |" + " --- |" * len(names)]
+    for run, per_class in shares["rounds"].items():
+        cells = [f"{statistics.mean(v):.1%} ± {(statistics.stdev(v) if len(v) > 1 else 0):.1%}"
+                 for v in per_class.values()]
+        lines.append(f"| {run} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def section(experiment, result: dict, shares: dict, positive, started_on: str, records: Path) -> str:
+    from pseudolabel.seeds import seeds_markdown
+
+    body = seeds_markdown(result).split("\n", 2)[2]   # without its "# Over seeds" heading
+    return "\n".join([
+        *bench.section_head(f"{SECTION_TITLE}: {experiment.name}", bench.command_line(), started_on,
+                            f"Recorded seeds {result['seeds']} (records: {display(records)}/, one "
+                            "comparison summary per seed; each seed's chain ran on this machine, possibly in "
+                            "another session, with other work beside it)"),
+        body.rstrip("\n"), "",
+        "Predicted class share of each round's pseudo-labels (the teaching model's argmax over the pools, "
+        "before selection), over the recorded seeds:", "",
+        *share_table(shares), "",
+        "Goals (mean over the recorded seeds):", "",
+        *(f"- {line}" for line in goals(result, shares, positive)), ""])
+
+
+def display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(bench.REPO))
+    except ValueError:
+        return str(path)
+
+
+def replace_section(path: Path, title: str, text: str) -> None:
+    """Put `text` in place of the section of BENCHMARKS.md whose heading starts with `## title (`,
+    or append it when there is none."""
+    from pseudolabel.rundir import atomic_write_text
+
+    current = path.read_text() if path.exists() else bench.REPORT_HEAD
+    head = f"## {title} ("
+    start = current.find(head)
+    if start < 0:
+        bench.append_report(path, text)
+        return
+    end = current.find("\n## ", start + 1)
+    rest = "" if end < 0 else current[end + 1:]
+    atomic_write_text(path, current[:start] + text.rstrip("\n") + "\n\n" + rest)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    started_on = bench.machine()
+    from pseudolabel.config import load_experiment
+    from pseudolabel.rounds import run_experiment
+    from pseudolabel.seeds import write_seed_report
+
+    experiment = load_experiment(args.experiment)
+    records = args.records / experiment.name
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        if (records / f"seed-{seed}.json").exists():
+            bench.log(f"seed {seed}: recorded already ({records / f'seed-{seed}.json'})")
+            continue
+        if finished_summary(experiment, seed) is None and not args.record_only:
+            bench.log(f"seed {seed}: running the chain (resumes where an earlier run stopped)")
+            run_experiment(experiment, seeds=[seed])
+        summary = finished_summary(experiment, seed)
+        if summary is None:
+            bench.log(f"seed {seed}: not finished, not recorded")
+            continue
+        bench.log(f"seed {seed}: recorded -> {record_seed(summary, records, seed)}")
+        summaries = recorded(records)
+        result = write_seed_report(summaries, records)
+        shares = class_shares(summaries)
+        text = section(experiment, result, shares, summaries[min(summaries)].get("positive_class"), started_on,
+                       records)
+        if not args.no_report:
+            replace_section(args.report, f"{SECTION_TITLE}: {experiment.name}", text)
+        print(text)
+    if not recorded(records):
+        sys.exit(f"{records}: no finished seed recorded yet")
+
+
+if __name__ == "__main__":
+    main()
