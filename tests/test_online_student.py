@@ -148,6 +148,7 @@ def test_an_experiment_mixing_noisy_student_and_online_students_runs_and_compare
     # Online rounds label nothing and are labeled by no one: no table in their directories.
     assert not (runs / "round2_fixmatch_tiny_cnn" / "pseudo_labels.csv").exists()
     assert "round2_fixmatch_tiny_cnn" in (runs / "report" / "compare.md").read_text()
+    assert "fixmatch student round 2, tiny_cnn" in result.output and "student round 1, tiny_cnn" in result.output
     # `compare` reads the run directories: every algorithm side by side, on the same test images.
     out = tmp_path / "report"
     result = CliRunner().invoke(main, ["compare", *(str(runs / n) for n in names[3:]), "--out", str(out), "--json"])
