@@ -159,3 +159,42 @@ def test_an_experiment_mixing_noisy_student_and_online_students_runs_and_compare
     model = (runs / "round2_fixmatch_tiny_cnn" / "model.keras").stat().st_mtime_ns
     assert CliRunner().invoke(main, ["run", str(experiment_file)]).exit_code == 0
     assert (runs / "round2_fixmatch_tiny_cnn" / "model.keras").stat().st_mtime_ns == model
+
+
+class Kill(Exception):
+    pass
+
+
+def test_a_killed_online_student_resumes_with_its_thresholds_and_ema(demo, tmp_path):
+    from pseudolabel.data import load_task
+    from pseudolabel.online_student import train_online_student
+
+    experiment_file, recipes = demo
+    experiment = load_experiment(experiment_file)
+    recipe = load_recipe(online_recipe(recipes, "freematch", "mu = 1.0\nema_decay = 0.5\nthreshold_momentum = 0.5\n"),
+                         "student", {"train": {"epochs": 3}})
+    task = load_task(experiment.data.as_task_config())
+    seen = {}
+
+    class KillAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen[epoch] = float(self.model.global_threshold.numpy())
+            if epoch == 1 and "killed" not in seen:
+                seen["killed"] = True
+                raise Kill()
+
+    run_dir = tmp_path / "freematch"
+    with pytest.raises(Kill):
+        train_online_student(recipe, task, experiment.pools, run_dir, verbose=0, callbacks=[KillAfterSecondEpoch()])
+    assert (run_dir / "backup").exists() and not (run_dir / "metrics.json").exists()
+    killed_at = seen[1]
+
+    class FirstResumedStep(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.setdefault("resumed", float(self.model.global_threshold.numpy()))
+
+    metrics = train_online_student(recipe, task, experiment.pools, run_dir, verbose=0, callbacks=[FirstResumedStep()])
+    assert metrics["resumed_at_epoch"] == 2 and metrics["epochs"] == 3
+    assert seen["resumed"] == pytest.approx(killed_at)   # the threshold state came back with the backup
+    assert [row["epoch"] for row in history(run_dir)] == ["0", "1", "2"]
+    assert not (run_dir / "backup").exists()
