@@ -90,7 +90,7 @@ def probe(backbone, image_size, weights, cv, seed, batch_size, out, restart, **d
 
 @click.command()
 @click.option("--recipe", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Student recipe TOML (students/*.toml): [model], [train], [noise].")
+              help="Student recipe TOML (students/*.toml): [model], [train], [noise], and `algorithm` / [algorithm].")
 @click.option("--pseudo", "table", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Pseudo-label table from `pseudolabel label` (algorithm noisy_student). Without it the "
                    "recipe's online algorithm labels the --experiment's pools itself.")
