@@ -12,6 +12,11 @@ Policies:
   randaugment  Noisy Student's student noise: N ops (default 2) drawn from RandAugment's list, each
                at `magnitude` on the paper's 0-30 scale, plus horizontal flip and a random resized
                crop. Magnitude 0 makes every op a no-op (flip and crop remain).
+  weak         FixMatch's weak view: horizontal flip and a shift of up to 12.5% of the side
+               (reflected borders). What online algorithms take their pseudo-labels from.
+  strong       FixMatch's strong view: the weak view, then N RandAugment ops (default 2) at
+               `magnitude`, then Cutout (one grey square of half the side, as in FixMatch's code).
+               What online algorithms train on against the weak view's pseudo-labels.
 
 Every policy returns an image of `image_size` (int or (h, w)); `none`/`flip`/`teacher` keep the
 input's shape, which is `image_size` inside the pipeline.
@@ -202,3 +207,32 @@ def randaugment_ops(magnitude: float) -> list[A.BasicTransform]:
         A.Affine(translate_percent={"x": (-0.3 * m, 0.3 * m), "y": (0, 0)}, **affine),
         A.Affine(translate_percent={"x": (0, 0), "y": (-0.3 * m, 0.3 * m)}, **affine),
     ]
+
+
+@register_augment("weak")
+def _weak(size, magnitude, *, shift: float = 0.125):
+    """Flip and shift (FixMatch): the view whose prediction becomes the pseudo-label, mild enough
+    that the label stays the image's. `magnitude` is unused."""
+    import albumentations as A
+    import cv2
+
+    return A.Compose([
+        A.HorizontalFlip(p=0.5),
+        A.Affine(translate_percent=(-shift, shift), border_mode=cv2.BORDER_REFLECT_101, p=1.0),
+    ])
+
+
+@register_augment("strong")
+def _strong(size, magnitude, *, num_ops: int = 2, cutout: float = 0.5, shift: float = 0.125):
+    """The weak view, RandAugment (`num_ops` ops at `magnitude`, see `randaugment_ops`) and Cutout:
+    one square of `cutout` x the side, grey (FixMatch's RandAugmentMC + CutoutAbs)."""
+    import albumentations as A
+
+    stages = [_weak(size, magnitude, shift=shift)]
+    ops = randaugment_ops(magnitude)
+    if ops and num_ops > 0:
+        stages.append(A.SomeOf(ops, n=min(num_ops, len(ops)), replace=False, p=1.0))
+    if cutout > 0:
+        stages.append(A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(cutout, cutout),
+                                      hole_width_range=(cutout, cutout), fill=_GREY, p=1.0))
+    return A.Compose(stages)

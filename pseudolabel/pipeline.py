@@ -6,7 +6,9 @@
 Elements are float32 pixels in 0..255, `[B, H, W, 3]` (models do their own preprocessing), then
 targets `[B, K]` float32 when labels are given, then the int64 index of each image in `paths`
 when `with_index=True`: `images`, `(images, targets)`, `(images, index)` or
-`(images, targets, index)`.
+`(images, targets, index)`. With `views=(aug_1, ..., aug_v)` instead of `augment`, `images` is a
+tuple of v batches, view j of every image augmented by `aug_j` from the same decoded image (the
+weak and strong views of online pseudo-labeling), each with its own seed.
 
 How it is built, and why:
 - The dataset runs over *indices* `0..n-1`: shuffling integers costs nothing (a full-permutation
@@ -74,6 +76,7 @@ def make_dataset(
     num_classes: int | None = None,
     on_error: str = "raise",
     with_index: bool = False,
+    views: Sequence[Callable[..., np.ndarray]] | None = None,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of the images at `paths` (see the module docstring).
 
@@ -87,6 +90,8 @@ def make_dataset(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if views is not None and (augment is not None or not views):
+        raise ValueError("give augment (one view) or a non-empty views (several), not both")
     height, width = _hw(image_size)
     targets = _targets(labels, len(paths), num_classes)
     decoder = _Decoder(paths, (height, width), _make_cache(cache, paths, (height, width)), on_error)
@@ -100,10 +105,11 @@ def make_dataset(
     if on_error == "skip":
         ds = ds.filter(lambda index, image, ok: ok)
     ds = ds.map(lambda index, image, ok: (index, image))
-    if augment is not None:
+    if augment is not None or views is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, seeds)
-        ds = ds.map(_augment_fn(augment, height, width), num_parallel_calls=AUTOTUNE, deterministic=True)
+        view_fn = _augment_fn(augment, height, width) if views is None else _views_fn(views, height, width)
+        ds = ds.map(view_fn, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.map(_output_fn(targets, with_index), num_parallel_calls=AUTOTUNE, deterministic=True)
     options = tf.data.Options()
@@ -295,6 +301,18 @@ def _augment_fn(augment: Callable[..., np.ndarray], height: int, width: int):
     return augment_element
 
 
+def _views_fn(views: Sequence[Callable[..., np.ndarray]], height: int, width: int):
+    """(index, image), seed -> (index, (view_1, ..., view_v)): every view from the same decoded image,
+    view j with the element's seed + j (so the views differ, and each is still reproducible)."""
+    runs = [_augment_fn(view, height, width) for view in views]
+
+    def augment_element(element, seed):
+        outs = tuple(run(element, seed + j)[1] for j, run in enumerate(runs))
+        return element[0], outs
+
+    return augment_element
+
+
 def _accepts_seed(fn) -> bool:
     try:
         params = inspect.signature(fn).parameters.values()
@@ -307,7 +325,7 @@ def _output_fn(targets: np.ndarray | None, with_index: bool):
     table = None if targets is None else tf.constant(targets)
 
     def output(index, image):
-        pixels = tf.cast(image, tf.float32)
+        pixels = tuple(tf.cast(v, tf.float32) for v in image) if isinstance(image, tuple) else tf.cast(image, tf.float32)
         parts = [pixels]
         if table is not None:
             parts.append(tf.gather(table, index))

@@ -410,12 +410,14 @@ code {{ background: #f4f4f4; padding: 0 0.2em; }}
 
 
 def run_role(run_name: str, model: str) -> str:
-    """'teacher, tiny_cnn' / 'student round 2, efficientnet_lite1' for the run directories of
-    `rounds` (round0_teacher, round<N>_<backbone>); the backbone alone for any other run."""
+    """'teacher, tiny_cnn' / 'student round 2, efficientnet_lite1' / 'fixmatch student round 3, ...'
+    for the run directories of `rounds` (round0_teacher, round<N>_<backbone>, an online student's
+    round<N>_<algorithm>_<backbone>); the backbone alone for any other run."""
     prefix, _, rest = run_name.partition("_")
     if prefix.startswith("round") and prefix[5:].isdigit() and rest:
         n = int(prefix[5:])
-        return f"teacher, {model}" if n == 0 else f"student round {n}, {model}"
+        algorithm = rest[: -len(model) - 1] if rest.endswith(f"_{model}") else ""
+        return f"teacher, {model}" if n == 0 else f"{algorithm} student round {n}, {model}".lstrip()
     return model
 
 

@@ -7,6 +7,10 @@ The output directory holds one run directory per model and one pseudo-label tabl
                                            pool images' true labels (image,label), kept aside, measure
                                            every round's pseudo-labels (pseudo_quality.json)
     OUTPUT/round0_teacher/                 the supervised teacher (a run directory)
+    OUTPUT/round<i>_<algorithm>_<backbone>/ a student recipe with an online algorithm (fixmatch, ...):
+                                           trained from the labeled data and the pools, labeling them
+                                           itself; it takes no teacher and teaches no round
+                                           (`student_teaches` does not apply to it)
     OUTPUT/round1_<backbone>/              the student of round 1 (a run directory), holding
         pseudo_labels.csv                  the previous model's labels for the pools it trained on
         pseudo_labels.origin.json          which model and pools that table was made from
@@ -135,6 +139,7 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
     from pseudolabel.data.folders import TRUTH_FILE
     from pseudolabel.report import compare_runs
 
+    from pseudolabel.online_student import OnlineStudentRun
     from pseudolabel.probe import SelfTrainingRun
     from pseudolabel.students import StudentRun
 
@@ -143,8 +148,10 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
         write_held_back_truth(task, out / TRUTH_FILE)
     pools = prepare_pools([p.model_dump() for p in pool_configs], task.labeled.paths, out) if runs[1:] else []
     for run in runs:
-        if isinstance(run, SelfTrainingRun):
+        if isinstance(run, (SelfTrainingRun, OnlineStudentRun)):
             run.pool_paths = [image for pool in pools for image in pool.images]
+        if isinstance(run, OnlineStudentRun):
+            run.truth = truth[1]   # measures its pseudo-labels per epoch; never trained on
         if isinstance(run, StudentRun):
             state = run.status()
             if state in ("changed", "damaged"):
@@ -190,6 +197,12 @@ def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy
         teacher = next(run for run in baselines if run.kind == "self_training")
     recipes = experiment.student_recipes if rounds is None else experiment.student_recipes[:rounds]
     for i, recipe in enumerate(recipes, start=1):
+        if recipe.algorithm.online:   # labels the pools itself: no teacher, no table, teaches no one
+            from pseudolabel.online_student import OnlineStudentRun
+
+            runs.append(OnlineStudentRun(recipe, task, out / f"round{i}_{recipe.algorithm.name}_{recipe.model.backbone}",
+                                         pools=pool_configs, **options))
+            continue
         round_dir = out / f"round{i}_{recipe.model.backbone}"
         # What the table is made from; part of the student's config, so a changed teacher (or a
         # teacher's teacher...) or pool list makes the student a changed run too.

@@ -7,6 +7,10 @@ backbone features `predict` gives. SGD, not Adam: Adam is blind to the scale of 
 it would hide a loss summed instead of averaged over replicas. No dropout, no augmentation: the
 only randomness left is the order of floating-point sums.
 
+`train_online(strategy, init)` does the same for the online algorithms (FixMatch, FlexMatch,
+FreeMatch: our train_steps with all-gathered thresholds), returning their weights, thresholds,
+EMA weights and recorded pseudo-labels.
+
 `run_demo_experiment(strategy, out)` runs the demo experiment (teacher, labeling, one student,
 report) end to end under `strategy`.
 
@@ -14,7 +18,7 @@ Run as a script in a fresh process, because TensorFlow must see its logical devi
 TF_CONFIG) before it initialises:
 
     python tests/distributed_helpers.py --strategy mirrored --logical-cpus 2 --init init.npz --out out.npz \
-        [--experiment DIR]
+        [--experiment DIR] [--online-init init.npz --online-out out.npz]
 """
 
 from __future__ import annotations
@@ -87,6 +91,43 @@ def train_tiny(strategy, init: dict[str, list[np.ndarray]] | None = None):
     return start, {"teacher": teacher.get_weights(), "student": student_net.get_weights(), "features": [features]}
 
 
+ONLINE = (("fixmatch", {}), ("flexmatch", {"threshold_warmup": True}), ("freematch", {"threshold_momentum": 0.5}))
+
+
+def train_online(strategy, init: dict[str, list[np.ndarray]] | None = None):
+    """(initial weights, results) of each online algorithm under `strategy` (see the module doc)."""
+    import keras
+    import tensorflow as tf
+
+    from pseudolabel.algorithms import get_algorithm
+    from pseudolabel.distribute import building
+    from pseudolabel.training import build_model
+
+    data = toy_data()
+    x_u = data["x_u"]
+    strong = (x_u[:, ::-1] * 0.7).astype(np.float32)   # another view of the same images
+    start, results = {}, {}
+    for name, options in ONLINE:
+        keras.utils.set_random_seed(0)
+        net = build_model(recipe(), 2, strategy)
+        if init is not None:
+            net.set_weights(init[name])
+        start[name] = net.get_weights()
+        with building(strategy):
+            model = get_algorithm(name)(net, num_classes=2, n_unlabeled=len(x_u), threshold=0.55, lambda_u=2.0,
+                                        warmup_steps=2, ema_decay=0.5, class_weight=[1.0, 3.0], **options)
+            model.compile(optimizer=keras.optimizers.SGD(0.02), jit_compile=False)
+        labeled = tf.data.Dataset.from_tensor_slices((data["x_l"], data["y_l"])).batch(LABELED_BATCH,
+                                                                                       drop_remainder=True)
+        unlabeled = tf.data.Dataset.from_tensor_slices(((x_u, strong), np.arange(len(x_u)))).batch(
+            UNLABELED_BATCH, drop_remainder=True)
+        model.fit(tf.data.Dataset.zip((labeled, unlabeled)), epochs=1, steps_per_epoch=STEPS, shuffle=False,
+                  verbose=0)
+        results[name] = net.get_weights() + [np.asarray(model.thresholds())] + \
+            [np.asarray(e.numpy()) for e in model.ema_weights] + [np.asarray(model.epoch_labels.numpy())]
+    return start, results
+
+
 def write_tiny_demo(out) -> Path:
     """The demo's files, tiny: 40 labeled and 30 pool images, a teacher and a student of 1-2 epochs."""
     from pseudolabel.demo import write_demo
@@ -137,6 +178,8 @@ def main(argv=None) -> int:
     parser.add_argument("--init", help="train_tiny from these weights, save the results to --out")
     parser.add_argument("--out")
     parser.add_argument("--experiment", help="then run the demo experiment in this directory")
+    parser.add_argument("--online-init", help="train_online from these weights, save the results to --online-out")
+    parser.add_argument("--online-out")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -151,6 +194,9 @@ def main(argv=None) -> int:
     if args.init:
         _, results = train_tiny(strategy, load(args.init))
         save(args.out, {**results, "replicas": [np.array(num_replicas(strategy))]})
+    if args.online_init:
+        _, results = train_online(strategy, load(args.online_init))
+        save(args.online_out, {**results, "replicas": [np.array(num_replicas(strategy))]})
     if args.experiment:
         run_demo_experiment(strategy, args.experiment)
     return 0

@@ -124,3 +124,18 @@ def test_fast_enough(image):
     for s in range(50):
         aug(big, seed=s)
     assert (time.perf_counter() - start) / 50 < 0.02  # a few ms an image; 20 ms leaves slack for busy CI
+
+
+def test_weak_flips_and_shifts_and_strong_adds_randaugment_and_cutout(image):
+    weak = get_augment("weak", SIZE, seed=0)
+    strong = get_augment("strong", SIZE, magnitude=10, seed=0)
+    outs = [weak(image, seed=s) for s in range(12)]
+    assert all(o.shape == image.shape and o.dtype == np.uint8 for o in outs)
+    assert any(_diff(o, image) > 1 for o in outs)  # shifted (or flipped)
+    # Cutout: every strong view holds a grey square of half the side (a block of 24 x 24 grey pixels).
+    for s in range(6):
+        out = strong(image, seed=s)
+        grey = np.all(out == 128, axis=-1)
+        assert grey.sum() >= (SIZE // 2) ** 2, s
+    # The strong view changes the image more than the weak one does.
+    assert np.mean([_diff(strong(image, seed=s), image) for s in range(12)]) > np.mean([_diff(o, image) for o in outs])

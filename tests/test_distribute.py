@@ -219,6 +219,27 @@ def test_mirrored_on_two_cpus_updates_as_one_device_and_runs_an_experiment(one_d
     assert (runs / "report" / "compare.md").exists()
 
 
+def test_online_algorithms_on_two_cpus_update_and_move_thresholds_as_one_device(tmp_path):
+    """FixMatch / FlexMatch / FreeMatch on two replicas: the same weights, thresholds, EMA and
+    recorded pseudo-labels as on one device (the thresholds see the all-gathered global batch)."""
+    import tensorflow as tf
+
+    init, expected = helpers.train_online(tf.distribute.get_strategy())
+    helpers.save(tmp_path / "init.npz", init)
+    out = tmp_path / "online.npz"
+    run_workers([helper_command("mirrored", "--logical-cpus", 2, "--online-init", tmp_path / "init.npz",
+                                "--online-out", out)], [worker_env()])
+    got = helpers.load(out)
+    assert int(got["replicas"][0]) == 2
+    for name, _ in helpers.ONLINE:
+        for e, g in zip(expected[name], got[name], strict=True):
+            np.testing.assert_allclose(g, e, atol=ATOL, rtol=RTOL, err_msg=name)
+        thresholds, labels = expected[name][len(init[name])], expected[name][-1]
+        assert (labels >= 0).any(), name          # some pseudo-labels passed (and were recorded)
+        if name != "fixmatch":                     # adaptive: moved from where they start
+            assert not np.allclose(thresholds, {"flexmatch": 0.0, "freematch": 0.5}[name]), name
+
+
 def test_two_workers_update_as_one_device(one_device, tmp_path):
     init, _, _ = one_device
     outs = [tmp_path / f"worker{i}.npz" for i in range(2)]

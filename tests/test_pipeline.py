@@ -230,3 +230,21 @@ def test_real_house_rooms_jpegs_decode(house_rooms):
     epoch = _epoch(ds)
     assert _stack(epoch, 0).shape == (64, 224, 224, 3)
     assert sorted(_stack(epoch, 1).tolist()) == list(range(64))
+
+
+def test_views_augment_the_same_image_each_its_own_way(image_paths):
+    identity = lambda image, seed=None: image  # noqa: E731
+    invert = lambda image, seed=None: 255 - image  # noqa: E731
+    ds = make_dataset(image_paths, image_size=SIZE, batch_size=4, views=[identity, invert], with_index=True)
+    (first, second), index = next(iter(ds))
+    assert first.shape == second.shape == (4, SIZE, SIZE, 3) and list(index.numpy()) == [0, 1, 2, 3]
+    np.testing.assert_allclose(first.numpy() + second.numpy(), 255.0)
+    # Seeded views: the two views of an image get different seeds, both reproducible.
+    weak = get_augment("weak", SIZE, seed=0)
+    ds = make_dataset(image_paths, image_size=SIZE, batch_size=10, views=[weak, weak], seed=3)
+    a, b = next(iter(ds))
+    again, _ = next(iter(make_dataset(image_paths, image_size=SIZE, batch_size=10, views=[weak, weak], seed=3)))
+    np.testing.assert_array_equal(a.numpy(), again.numpy())
+    assert not np.array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="not both"):
+        make_dataset(image_paths, image_size=SIZE, batch_size=2, views=[identity], augment=identity)

@@ -1,5 +1,6 @@
 """`pseudolabel teach` (supervised teacher), `pseudolabel probe` (linear-probe baseline) and
-`pseudolabel student` (one Noisy Student from a pseudo-label table)."""
+`pseudolabel student` (one Noisy Student from a pseudo-label table, or an online student on the
+experiment's pools)."""
 
 from __future__ import annotations
 
@@ -89,9 +90,10 @@ def probe(backbone, image_size, weights, cv, seed, batch_size, out, restart, **d
 
 @click.command()
 @click.option("--recipe", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Student recipe TOML (students/*.toml): [model], [train], [noise].")
-@click.option("--pseudo", "table", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Pseudo-label table from `pseudolabel label`.")
+              help="Student recipe TOML (students/*.toml): [model], [train], [noise], and `algorithm` / [algorithm].")
+@click.option("--pseudo", "table", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Pseudo-label table from `pseudolabel label` (algorithm noisy_student). Without it the "
+                   "recipe's online algorithm labels the --experiment's pools itself.")
 @data_options
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run directory. Rerunning with the same one resumes an interrupted training "
@@ -115,11 +117,13 @@ def probe(backbone, image_size, weights, cv, seed, batch_size, out, restart, **d
 @fail_cleanly
 def student(recipe, table, experiment, root, labels, split, classes, out, mode, threshold,
             temperature, per_class, balance, ratio, overrides, restart, strategy):
-    """Train a Noisy Student on the labeled train split plus a pseudo-label table.
+    """Train a student on the labeled train split plus unlabeled images.
 
-    The student starts from its recipe's ImageNet weights (not from the teacher), sees RandAugment
-    noise on labeled and pseudo-labeled images alike, dropout and stochastic depth, and is
-    evaluated on the fixed test split (metrics.json, test_predictions.csv in OUT).
+    With --pseudo (the recipe's algorithm noisy_student, the default): a Noisy Student on a
+    pseudo-label table. Without it: the recipe's online algorithm (`algorithm = "fixmatch"`, ...)
+    labels the pools of --experiment inside every step; no table, no teacher. Either way the
+    student starts from its recipe's ImageNet weights and is evaluated on the fixed test split
+    (metrics.json, test_predictions.csv in OUT).
     """
     from pseudolabel.config import load_recipe
     from pseudolabel.data import load_task
@@ -132,10 +136,47 @@ def student(recipe, table, experiment, root, labels, split, classes, out, mode, 
     loaded = load_recipe(recipe, "student", overrides=recipe_overrides or None)   # fails before any TF work
     flags = {"mode": mode, "threshold": threshold, "temperature": temperature, "per_class": per_class,
              "balance": balance}
+    if loaded.algorithm.online or table is None:
+        check_online_flags(loaded, recipe, table, experiment, {**flags, "ratio": ratio})
+        strategy = get_strategy(strategy)
+        train_online(loaded, experiment, (root, labels, split, classes), out, strategy, restart)
+        return
     pseudo_cfg = pseudo_config(experiment, {k: v for k, v in flags.items() if v is not None})
     strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
     task = load_task(data_config(experiment, root, labels, split, classes).as_task_config())
     train_student(loaded, task, table, out, pseudo=pseudo_cfg, strategy=strategy, restart=restart)
+
+
+def check_online_flags(recipe, recipe_file, table, experiment, flags: dict) -> None:
+    """An online recipe: no table, the pools from --experiment, none of the table's flags (one line each)."""
+    from pseudolabel.algorithms import list_algorithms
+    from pseudolabel.config import ConfigError
+
+    name = recipe.algorithm.name
+    if not recipe.algorithm.online:
+        online = ", ".join(n for n in list_algorithms() if n != name)
+        raise ConfigError(f"{recipe_file}: algorithm '{name}' trains on a pseudo-label table: give --pseudo TABLE "
+                          f"(from `pseudolabel label`), or set an online algorithm in the recipe ({online})")
+    if table is not None:
+        raise ConfigError(f"{recipe_file}: algorithm '{name}' labels the pools itself in every step; drop --pseudo")
+    given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: for a pseudo-label table (noisy_student); algorithm '{name}' takes "
+                          "its settings from the recipe's [algorithm] table (--set algorithm.threshold=0.9)")
+    if experiment is None:
+        raise ConfigError(f"{recipe_file}: algorithm '{name}' takes its unlabeled pools from --experiment ([[pools]])")
+
+
+def train_online(recipe, experiment_file, data_flags, out, strategy, restart) -> None:
+    from pseudolabel.config import load_experiment
+    from pseudolabel.data import load_task, read_truth
+    from pseudolabel.online_student import train_online_student
+
+    experiment = load_experiment(experiment_file)
+    task = load_task(data_config(experiment_file, *data_flags).as_task_config())
+    truth_files = [p.truth for p in experiment.pools if p.truth]
+    truth = read_truth(truth_files, task.class_map.names) if truth_files else {}
+    train_online_student(recipe, task, experiment.pools, out, truth=truth, strategy=strategy, restart=restart)
 
 
 commands = [teach, probe, student]

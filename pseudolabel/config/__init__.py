@@ -18,6 +18,7 @@ from pseudolabel.config.loading import (
     validate,
 )
 from pseudolabel.config.schema import (
+    AlgorithmConfig,
     Baselines,
     ClassesTable,
     DataConfig,
@@ -37,7 +38,7 @@ from pseudolabel.config.schema import (
 )
 
 __all__ = [
-    "Baselines", "LabelSpreadingConfig", "SelfTrainingConfig", "ClassesTable", "ConfigError", "DataConfig", "Experiment", "ModelConfig", "Noise", "PoolConfig",
+    "AlgorithmConfig", "Baselines", "LabelSpreadingConfig", "SelfTrainingConfig", "ClassesTable", "ConfigError", "DataConfig", "Experiment", "ModelConfig", "Noise", "PoolConfig",
     "ProbeConfig", "PseudoConfig", "Recipe", "StudentRecipe", "StudentTrain", "TeacherRecipe", "TeacherTrain",
     "describe_validation_error", "load_experiment", "load_recipe", "merge_overrides", "read_toml", "validate",
 ]

@@ -170,6 +170,63 @@ class Noise(Table):
         return registered_augment(value)
 
 
+def registered_algorithm(value: str) -> str:
+    from pseudolabel.algorithms import list_algorithms
+
+    return _known(list_algorithms(), "algorithm", value)
+
+
+class AlgorithmConfig(Table):
+    """`[algorithm]` of a student recipe: which training algorithm (`name`, or the one-line form
+    `algorithm = "fixmatch"` at the top of the recipe) and, for the online ones (`pseudolabel.
+    algorithms`), their hyper-parameters. The unlabeled batch is `mu` x `train.batch_size`; the
+    loss is labeled CE + lambda_u x the masked unlabeled CE, lambda_u ramped linearly from 0 over
+    the first `warmup_steps` steps. `threshold`: the confidence a pseudo-label needs (FlexMatch:
+    its upper bound per class; FreeMatch: unused, its thresholds adapt). `temperature` sharpens
+    the weak view's probabilities (p^(1/T), renormalised) before confidence and argmax (1: as
+    published). `ema_decay` > 0 keeps an exponential moving average of the weights, which is what
+    is validated, evaluated and saved (0: off). `threshold_momentum`: FreeMatch's EMA of the
+    confidences; `threshold_warmup`: FlexMatch's normalisation by the not-yet-confident images."""
+
+    name: str = "noisy_student"
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
+    temperature: Positive = 1.0
+    mu: Positive = 7.0
+    lambda_u: Annotated[float, Field(ge=0.0)] = 1.0
+    warmup_steps: Count = 0
+    ema_decay: Rate = 0.0
+    threshold_momentum: Rate = 0.999
+    threshold_warmup: bool = True
+    weak_augment: str = "weak"
+    strong_augment: str = "strong"
+
+    @field_validator("name")
+    @classmethod
+    def _registered_algorithm(cls, value: str) -> str:
+        return registered_algorithm(value)
+
+    @field_validator("weak_augment", "strong_augment")
+    @classmethod
+    def _registered_augment(cls, value: str) -> str:
+        return registered_augment(value)
+
+    @model_validator(mode="after")
+    def _online_keys_only_online(self) -> "AlgorithmConfig":
+        from pseudolabel.algorithms import is_online
+
+        extra = sorted(self.model_fields_set - {"name"})
+        if extra and not is_online(self.name):
+            raise ValueError(f"{', '.join(extra)}: only for online algorithms, not '{self.name}' (set "
+                             "[pseudo] and [train] for it)")
+        return self
+
+    @property
+    def online(self) -> bool:
+        from pseudolabel.algorithms import is_online
+
+        return is_online(self.name)
+
+
 class Recipe(Table):
     """A model recipe file (`teachers/*.toml`, `students/*.toml`)."""
 
@@ -184,10 +241,30 @@ class TeacherRecipe(Recipe):
 
 
 class StudentRecipe(Recipe):
+    """`algorithm`: a name (`algorithm = "fixmatch"`) or an `[algorithm]` table (`AlgorithmConfig`).
+    Online algorithms use `[train]` (not its unlabeled_ratio / unlabeled_weight: `mu`, `lambda_u`)
+    and `[noise]`'s RandAugment ops and magnitude for their strong view."""
+
     kind: Literal["student"] = "student"
+    algorithm: AlgorithmConfig = AlgorithmConfig()
     model: ModelConfig = ModelConfig(dropout=0.2)
     train: StudentTrain = StudentTrain()
     noise: Noise = Noise()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _algorithm_by_name(cls, values: Any) -> Any:
+        if isinstance(values, dict) and isinstance(values.get("algorithm"), str):
+            values = {**values, "algorithm": {"name": values["algorithm"]}}
+        return values
+
+    @model_serializer(mode="wrap")
+    def _without_default_algorithm(self, handler) -> dict:
+        # Noisy Student as before the key existed: left out, so every recorded config stays the same.
+        data = handler(self)
+        if data.get("algorithm") == AlgorithmConfig().model_dump(mode="json"):
+            data.pop("algorithm")
+        return data
 
 
 RECIPES: dict[str, type[Recipe]] = {"teacher": TeacherRecipe, "student": StudentRecipe}

@@ -1,0 +1,209 @@
+"""Online pseudo-labeling algorithms: the registry, the [algorithm] table, and each algorithm's own
+rule on a classifier whose probabilities are a known function of the image brightness."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pseudolabel.algorithms import get_algorithm, is_online, list_algorithms, register_algorithm
+from pseudolabel.algorithms.online import FixMatch, FlexMatch, FreeMatch, PseudoLabel
+from pseudolabel.config import ConfigError, StudentRecipe, validate
+
+SIZE = 4
+
+
+def brightness_model():
+    """P(class 0) = sigmoid((m - 128) / 16) of an image of mean brightness m; no BN, no dropout."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(2, activation="softmax")
+    outputs = dense(keras.layers.GlobalAveragePooling2D()(inputs))
+    dense.set_weights([np.tile([[1 / 96, -1 / 96]], (3, 1)).astype(np.float32), np.array([-4.0, 4.0], np.float32)])
+    return keras.Model(inputs, outputs)
+
+
+def images(p0):
+    """Flat images the brightness model gives P(class 0) = p0."""
+    p0 = np.asarray(p0, np.float64)
+    m = 128 + 16 * np.log(p0 / (1 - p0))
+    return np.broadcast_to(m[:, None, None, None], (len(p0), SIZE, SIZE, 3)).astype(np.float32)
+
+
+def labeled(n=2):
+    return images([0.9] * n), np.eye(2, dtype=np.float32)[[0] * n]
+
+
+def wrap(cls, lr=0.0, **options):
+    options = {"num_classes": 2, "n_unlabeled": 10, "threshold": 0.95, **options}
+    model = cls(brightness_model(), **options)
+    model.compile(optimizer=keras.optimizers.SGD(lr))
+    return model
+
+
+def step(model, weak, strong, index=None):
+    index = np.arange(len(weak)) if index is None else np.asarray(index)
+    logs = model.train_step((labeled(), ((weak, strong), index)))
+    return {k: float(v) for k, v in logs.items()}
+
+
+def weights(model):
+    return [w.numpy().copy() for w in model.student.trainable_variables]
+
+
+# --------------------------------------------------------------------------- registry and config
+
+
+def test_registry_names_classes_and_refuses_unknown_or_duplicate_names():
+    from pseudolabel.noisy_student import NoisyStudent
+
+    assert list_algorithms() == ["fixmatch", "flexmatch", "freematch", "noisy_student", "pseudo_label"]
+    assert get_algorithm("fixmatch") is FixMatch and get_algorithm("noisy_student") is NoisyStudent
+    assert not is_online("noisy_student") and all(is_online(n) for n in ("pseudo_label", "flexmatch", "freematch"))
+    with pytest.raises(KeyError, match="unknown algorithm 'mixmatch'; known: fixmatch, flexmatch"):
+        get_algorithm("mixmatch")
+    with pytest.raises(ValueError, match="already registered"):
+        register_algorithm("fixmatch", FixMatch)
+
+
+def test_algorithm_is_one_line_or_a_table_validated_at_read_time(tmp_path):
+    from pseudolabel.config import load_recipe
+
+    assert StudentRecipe().algorithm.name == "noisy_student"
+    assert "algorithm" not in StudentRecipe().model_dump(mode="json")   # recorded configs stay the same
+    one_line = validate(StudentRecipe, {"algorithm": "flexmatch"}, source="r.toml")
+    assert one_line.algorithm.name == "flexmatch" and one_line.algorithm.threshold == 0.95
+    assert StudentRecipe.model_validate(one_line.model_dump(mode="json")) == one_line
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[algorithm]\nname = "fixmatch"\nthreshold = 0.8\nmu = 2.0\nema_decay = 0.99\n')
+    loaded = load_recipe(recipe, "student", {"algorithm": {"warmup_steps": 5}})
+    assert (loaded.algorithm.threshold, loaded.algorithm.mu, loaded.algorithm.warmup_steps) == (0.8, 2.0, 5)
+    for values, message in [
+        ({"algorithm": "mixmatch"}, "r.toml: algorithm.name: unknown algorithm 'mixmatch' (known: fixmatch, "
+                                    "flexmatch, freematch, noisy_student, pseudo_label)"),
+        ({"algorithm": {"name": "fixmatch", "threshold": 1.5}}, "r.toml: algorithm.threshold: should be less than"),
+        ({"algorithm": {"name": "fixmatch", "ema_decay": 1.0}}, "r.toml: algorithm.ema_decay: should be less than 1"),
+        ({"algorithm": {"name": "fixmatch", "mu": "2"}}, "r.toml: algorithm.mu: should be a valid number"),
+        ({"algorithm": {"name": "fixmatch", "strong_augment": "nope"}}, "unknown augmentation 'nope'"),
+        ({"algorithm": {"threshold": 0.5}}, "threshold: only for online algorithms, not 'noisy_student'"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            validate(StudentRecipe, values, source="r.toml")
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def test_fixmatch_target_comes_from_the_weak_view():
+    # Weak view: class 0 at 0.99; strong view: class 0 at only 0.2. The target is class 0.
+    model = wrap(FixMatch)
+    logs = step(model, images([0.99, 0.99]), images([0.2, 0.2]))
+    assert logs["unlabeled_loss"] == pytest.approx(-math.log(0.2), rel=1e-4)   # not -log(0.8)
+    assert logs["above_threshold"] == 1.0 and logs["above_threshold_0"] == 1.0 and logs["above_threshold_1"] == 0.0
+
+
+def test_fixmatch_masked_positions_carry_no_loss_and_targets_no_gradient():
+    updates, losses = [], []
+    for strong_of_masked, weak_of_kept in ((0.01, 0.99), (0.99, 0.97)):
+        model = wrap(FixMatch, lr=0.5)
+        # Image 0 passes (weak 0.99 or 0.97 >= 0.95); image 1 does not (weak 0.6), whatever its strong view.
+        logs = step(model, images([weak_of_kept, 0.6]), images([0.3, strong_of_masked]))
+        updates.append(weights(model))
+        losses.append(logs["unlabeled_loss"])
+        assert logs["above_threshold"] == 0.5
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6) == pytest.approx(-math.log(0.3) / 2, rel=1e-4)
+    for a, b in zip(*updates):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(updates[0][0], brightness_model().get_weights()[0])   # it did train
+
+
+def test_pseudo_label_uses_the_models_own_hard_labels_above_the_threshold():
+    model = wrap(PseudoLabel, threshold=0.7)
+    # Its own view: image 0 -> class 1 at 0.9 (kept), image 1 -> class 0 at 0.6 (below 0.7). No strong view.
+    first = step(model, images([0.1, 0.6]), images([0.99, 0.01]))
+    assert first["unlabeled_loss"] == pytest.approx(-math.log(0.9) / 2, rel=1e-4)
+    assert first["above_threshold_1"] == 0.5 and first["above_threshold_0"] == 0.0
+    other = step(wrap(PseudoLabel, threshold=0.7), images([0.1, 0.6]), images([0.5, 0.5]))
+    assert other["unlabeled_loss"] == pytest.approx(first["unlabeled_loss"], rel=1e-6)
+    assert list(model.epoch_labels.numpy()[:3]) == [1, -1, -1]
+
+
+def test_flexmatch_thresholds_follow_the_learning_effect_with_warmup_and_the_convex_map():
+    model = wrap(FlexMatch, threshold=0.9)
+    np.testing.assert_allclose(model.thresholds().numpy(), [0.0, 0.0])   # no image confident yet
+    # 3 of 10 pool images confidently class 0, 1 confidently class 1, 6 never: beta = [3, 1] / 6.
+    logs = step(model, images([0.99, 0.99, 0.99, 0.02]), images([0.5] * 4), index=[0, 1, 2, 3])
+    beta = np.array([3, 1]) / 6
+    expected = 0.9 * beta / (2 - beta)
+    np.testing.assert_allclose(model.thresholds().numpy(), expected, rtol=1e-5)
+    assert logs["threshold_0"] == pytest.approx(expected[0], rel=1e-5)
+    # Another step: image 3 turns class 0, image 4 joins class 0; an unconfident image changes nothing.
+    step(model, images([0.95, 0.97, 0.5]), images([0.5] * 3), index=[3, 4, 5])
+    beta = np.array([5, 0]) / 5   # 5 class 0, 0 class 1, 5 unused
+    np.testing.assert_allclose(model.thresholds().numpy(), 0.9 * beta / (2 - beta), rtol=1e-5)
+    # Without the warm-up the largest class normalises alone.
+    plain = wrap(FlexMatch, threshold=0.9, threshold_warmup=False)
+    step(plain, images([0.99, 0.99, 0.99, 0.02]), images([0.5] * 4), index=[0, 1, 2, 3])
+    beta = np.array([3, 1]) / 3
+    np.testing.assert_allclose(plain.thresholds().numpy(), 0.9 * beta / (2 - beta), rtol=1e-5)
+
+
+def test_flexmatch_masks_with_the_thresholds_after_they_moved():
+    model = wrap(FlexMatch, threshold=0.9)
+    # beta = [2, 0] / 8 -> class 0 threshold 0.9 * 0.25 / 1.75 = 0.129, class 1's 0: all pass.
+    logs = step(model, images([0.99, 0.99]), images([0.5, 0.5]), index=[0, 1])
+    assert logs["above_threshold"] == 1.0
+
+
+def test_freematch_thresholds_are_the_ema_of_confidence_times_the_normalised_class_probabilities():
+    model = wrap(FreeMatch, threshold_momentum=0.5)
+    np.testing.assert_allclose(model.thresholds().numpy(), [0.5, 0.5])   # 1/K, 1/K
+    logs = step(model, images([0.9, 0.7]), images([0.5, 0.5]))
+    tau = 0.5 * 0.5 + 0.5 * 0.8            # mean confidence 0.8
+    local = 0.5 * 0.5 + 0.5 * np.array([0.8, 0.2])
+    np.testing.assert_allclose(model.thresholds().numpy(), tau * local / local.max(), rtol=1e-5)
+    assert logs["above_threshold"] == 1.0   # 0.9 and 0.7 >= 0.65
+    logs = step(model, images([0.62, 0.99]), images([0.5, 0.5]))
+    tau = 0.5 * tau + 0.5 * np.mean([0.62, 0.99])
+    local = 0.5 * local + 0.5 * np.array([np.mean([0.62, 0.99]), np.mean([0.38, 0.01])])
+    np.testing.assert_allclose(model.thresholds().numpy(), tau * local / local.max(), rtol=1e-5)
+    assert logs["threshold_1"] == pytest.approx(float(tau * local[1] / local.max()), rel=1e-5)
+
+
+def test_unlabeled_weight_ramps_linearly_over_the_warmup():
+    model = wrap(FixMatch, warmup_steps=4)
+    ramps = []
+    for _ in range(6):
+        ramps.append(float(model.unlabeled_ramp()))
+        logs = step(model, images([0.99]), images([0.3]))
+        if not ramps[:-1]:
+            assert logs["loss"] == pytest.approx(logs["labeled_loss"])   # step 0: no unlabeled loss at all
+    assert ramps == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert float(wrap(FixMatch).unlabeled_ramp()) == 1.0
+
+
+def test_ema_weights_are_what_evaluation_uses_and_what_is_kept():
+    model = wrap(FixMatch, lr=0.5, ema_decay=0.5)
+    start = weights(model)
+    step(model, images([0.99, 0.6]), images([0.3, 0.3]))
+    after_one = weights(model)
+    for e, s, w in zip(model.ema_weights, start, after_one):
+        np.testing.assert_allclose(e.numpy(), 0.5 * s + 0.5 * w, rtol=1e-6)
+    step(model, images([0.99, 0.6]), images([0.3, 0.3]))
+    raw, ema = weights(model), [e.numpy().copy() for e in model.ema_weights]
+    x, y = images([0.9, 0.2, 0.7]), np.eye(2, dtype=np.float32)[[0, 1, 1]]
+    loss = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+
+    def ce(ws):
+        net = brightness_model()
+        net.set_weights(ws)
+        return float(keras.losses.categorical_crossentropy(y, net(x)).numpy().mean())
+
+    assert loss == pytest.approx(ce(ema), rel=1e-5) and loss != pytest.approx(ce(raw), rel=1e-3)
+    for a, b in zip(weights(model), raw):   # evaluation swapped the EMA back out
+        np.testing.assert_array_equal(a, b)
+    assert model.use_ema_weights() and all(np.array_equal(a, b) for a, b in zip(weights(model), ema))
+    assert not wrap(FixMatch).use_ema_weights()   # no EMA: the weights are the trained ones
