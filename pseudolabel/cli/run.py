@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.common import fail_cleanly, parse_seeds, restart_option, strategy_option
+from pseudolabel.cli.common import engine_options, fail_cleanly, parse_seeds, restart_option, strategy_option
 
 
 @click.command()
@@ -34,8 +34,9 @@ from pseudolabel.cli.common import fail_cleanly, parse_seeds, restart_option, st
               help="End with the report's summary as JSON on stdout (for scripts) instead of the table.")
 @restart_option
 @strategy_option
+@engine_options
 @fail_cleanly
-def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_json, restart, strategy):
+def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_json, restart, strategy, engine, address):
     """Run an EXPERIMENT file: teacher -> pseudo-labels -> student -> ... -> report.
 
     Every round is evaluated on the fixed test split. Rerunning the same command resumes: a
@@ -43,7 +44,7 @@ def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_jso
     its backup. A run whose recipe, pseudo-label settings, pools or teacher changed is refused
     before any work, naming the change; --restart starts it (and the rounds after it) over. The
     report (compare.md / compare.html / roc.png) lands in OUTPUT/report. Every relative path in
-    the experiment file is relative to that file.
+    the experiment file is relative to that file. --engine ray labels the rounds' pools on Ray.
     """
     from pseudolabel.config import PoolConfig, load_experiment
     from pseudolabel.distribute import get_strategy
@@ -54,11 +55,16 @@ def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_jso
         overrides["data"] = {"root": str(Path(root).resolve())}
     if output:
         overrides["output"] = str(Path(output).resolve())
+    if engine == "ray":  # before any work: a missing Ray is one line at once
+        from pseudolabel.pseudolabels.ray_engine import require_ray
+
+        require_ray()
     exp = load_experiment(experiment, overrides=overrides or None)   # every recipe checked: before any work
     extra = tuple(PoolConfig(name=Path(p).name, path=str(Path(p).resolve()), glob=glob) for p in pools)
     strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
     summary = run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds,
-                             seeds=parse_seeds(seeds), pool_truth=tuple(str(Path(p).resolve()) for p in pool_truth))
+                             seeds=parse_seeds(seeds), pool_truth=tuple(str(Path(p).resolve()) for p in pool_truth),
+                             labeling={"engine": engine, "address": address})
     if summary is None:   # a non-chief worker: no report
         return
     if as_json:
