@@ -107,3 +107,56 @@ def test_engine_ray_without_ray_is_one_line(monkeypatch, teacher_file, synthetic
                                        "--pool", str(synthetic_root / "Pool"), "--out", str(tmp_path / "c.csv"),
                                        "--engine", "ray"])
     assert result.exit_code == 1 and result.output.strip().splitlines() == [f"Error: {RAY_MISSING}"]
+
+
+# --------------------------------------------------------------------------- training on Ray Train
+
+
+def test_two_ray_train_workers_update_as_one_device(ray_session, tmp_path):
+    """Ray Train's TensorflowTrainer sets TF_CONFIG; the multi-worker path then trains as one device."""
+    import numpy as np
+    import ray.cloudpickle
+    import tensorflow as tf
+
+    import distributed_helpers as helpers
+    from pseudolabel.ray_train import run_on_ray_train
+    from test_distribute import assert_same_training
+
+    ray.cloudpickle.register_pickle_by_value(helpers)  # the workers cannot import the tests' helpers
+    init, results = helpers.train_tiny(tf.distribute.get_strategy())
+    helpers.save(tmp_path / "init.npz", init)
+    run_on_ray_train(helpers.ray_train_tiny, {"init": str(tmp_path / "init.npz"), "out": str(tmp_path)},
+                     workers=2, storage=tmp_path / "ray_train")
+    for rank in range(2):  # every worker holds the same, single-device-equal weights
+        assert_same_training(tmp_path / f"worker-{rank}.npz", (tmp_path / "init.npz", init, results))
+    assert np.load(tmp_path / "worker-0.npz")["replicas/0"] == 2
+
+
+@pytest.mark.slow  # two TensorFlow workers training the demo's teacher and student in lockstep: minutes
+def test_cli_run_on_ray_train_workers_writes_the_chiefs_directories(ray_session, tmp_path):
+    from click.testing import CliRunner
+
+    import distributed_helpers as helpers
+    from pseudolabel.cli import main
+
+    out = tmp_path / "demo"
+    helpers.write_tiny_demo(out)
+    result = CliRunner().invoke(main, ["run", str(out / "experiment.toml"), "--engine", "ray", "--workers", "2"])
+    assert result.exit_code == 0, result.output
+    runs = out / "runs"
+    assert (runs / "report" / "compare.md").exists() and "round1_tiny_cnn" in result.output
+    for name in ("round0_teacher", "round1_tiny_cnn"):
+        record = __import__("json").loads((runs / name / "metrics.json").read_text())["distribute"]
+        assert record["chief"] is True and record["replicas"] == 2
+        assert (runs / name / "worker-1" / "metrics.json").exists()
+
+
+def test_workers_need_the_ray_engine(tmp_path):
+    from click.testing import CliRunner
+
+    import distributed_helpers as helpers
+    from pseudolabel.cli import main
+
+    helpers.write_tiny_demo(tmp_path)
+    result = CliRunner().invoke(main, ["run", str(tmp_path / "experiment.toml"), "--workers", "2"])
+    assert result.exit_code == 2 and "--workers needs --engine ray" in result.output
