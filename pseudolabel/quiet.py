@@ -6,7 +6,7 @@ TensorFlow's C++ library writes its banners ("All log messages before absl::Init
 them. `quiet_tensorflow()` therefore installs an import hook that runs the first `import
 tensorflow` with descriptor 2 captured, then writes back every captured line that is not such a
 banner (errors still show). It also drops the `tf.function` retracing warning: it comes from
-`evaluation.predict` building one compiled function per call (each evaluation, each pool), which
+`evaluation.predict` building one compiled function per call (each evaluation), which
 costs one trace per call and nothing more. `verbose_tensorflow()` undoes all of it (`pseudolabel -v`).
 
 Ray (the optional `--engine ray`) prints its own start-up lines, INFO lines of every Ray Data

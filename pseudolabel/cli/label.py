@@ -55,6 +55,8 @@ def label(model_path, experiment, root, labels, split, classes, pools, glob, tta
     from pseudolabel.pseudolabels import label_pools, load_classifier, part_path
     from pseudolabel.rundir import RunLock
 
+    if address and engine != "ray":
+        raise click.UsageError("--address needs --engine ray")
     if engine == "ray":  # before any work: a missing Ray is one line at once
         from pseudolabel.pseudolabels.ray_engine import require_ray
 

@@ -59,6 +59,8 @@ def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_jso
         overrides["data"] = {"root": str(Path(root).resolve())}
     if output:
         overrides["output"] = str(Path(output).resolve())
+    if address and engine != "ray":
+        raise click.UsageError("--address needs --engine ray")
     if workers is not None and engine != "ray":
         raise click.UsageError("--workers needs --engine ray (training on Ray Train)")
     if engine == "ray":  # before any work: a missing Ray is one line at once

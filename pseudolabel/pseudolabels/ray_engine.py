@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -52,6 +53,9 @@ def connect(address: str | None = None, *, num_cpus: int = LOCAL_CPUS):
 
     ray = require_ray()
     if not ray.is_initialized():
+        # Ray takes tens of seconds to start on a small machine: say what the wait is.
+        print(f"ray: joining the cluster at {address}" if address else f"ray: starting a local Ray on {num_cpus} CPUs",
+              file=sys.stderr, flush=True)
         options = quiet.ray_init_options()
         with contextlib.nullcontext() if quiet.is_verbose() else quiet.banners_filtered():
             if address:
