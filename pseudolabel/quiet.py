@@ -6,8 +6,12 @@ TensorFlow's C++ library writes its banners ("All log messages before absl::Init
 them. `quiet_tensorflow()` therefore installs an import hook that runs the first `import
 tensorflow` with descriptor 2 captured, then writes back every captured line that is not such a
 banner (errors still show). It also drops the `tf.function` retracing warning: it comes from
-`evaluation.predict` building one compiled function per call (each evaluation, each pool), which
+`evaluation.predict` building one compiled function per call (each evaluation), which
 costs one trace per call and nothing more. `verbose_tensorflow()` undoes all of it (`pseudolabel -v`).
+
+Ray (the optional `--engine ray`) prints its own start-up lines, INFO lines of every Ray Data
+execution, progress bars and its workers' output; `ray_init_options()` and `quiet_ray()` keep
+them out of normal runs too (their logs stay in Ray's session folder), and leave them on under `-v`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ BANNER_LINE = re.compile(
     r"All log messages before absl::InitializeLog\(\) is called"
     r"|^[IW]\d{4} [\d:.]+\s+\d+ [\w.]+:\d+\] "  # C++ info/warning lines (glog format); E/F stay
     r"|^To enable the following instructions: .* rebuild TensorFlow"
+    r"|^\[\d{4}-\d\d-\d\d [\d:,]+ [IW] \d+ \d+\] "  # Ray's C++ info/warning lines (ray.init)
 )
 RETRACING_WARNING = "triggered tf.function retracing"
 
@@ -115,6 +120,7 @@ def _remove_hook() -> None:
 
 def quiet_tensorflow() -> None:
     """Hide TensorFlow's banners at its first import (if still to come) and its retracing warnings."""
+    _VERBOSE[0] = False
     set_library_defaults()
     if "tensorflow" not in sys.modules and _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
@@ -123,8 +129,44 @@ def quiet_tensorflow() -> None:
         logger.addFilter(_FILTER)
 
 
+_VERBOSE = [False]
+
+
+def is_verbose() -> bool:
+    """Whether `verbose_tensorflow()` was called (`pseudolabel -v`)."""
+    return _VERBOSE[0]
+
+
+def ray_init_options() -> dict:
+    """Keyword arguments for `ray.init` that keep its output quiet unless verbose."""
+    import logging
+
+    if is_verbose():
+        return {}
+    # The C++ core writes warnings (e.g. about actor constructor arguments) straight to stderr.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    return {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
+
+
+def quiet_ray() -> None:
+    """After `ray.init`: no Ray Data progress bars or execution INFO lines unless verbose."""
+    import logging
+
+    if is_verbose():
+        return
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    context.enable_auto_log_stats = False
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def verbose_tensorflow() -> None:
     """Show everything: no hook, no filter, and C++ info logs unless the user set their own level."""
+    _VERBOSE[0] = True
     _remove_hook()
     logging.getLogger("tensorflow").removeFilter(_FILTER)
     if _USER_LOG_LEVEL is None:

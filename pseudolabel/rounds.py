@@ -43,21 +43,23 @@ ORIGIN_JSON = "pseudo_labels.origin.json"
 
 
 def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...] = (), strategy=None,
-                   restart: bool = False, rounds: int | None = None, seeds=None, pool_truth=()) -> dict | None:
+                   restart: bool = False, rounds: int | None = None, seeds=None, pool_truth=(),
+                   labeling: dict | None = None) -> dict | None:
     """Run (or resume) the teacher and the first `rounds` student rounds (None: all) of
     `experiment` (from `config.load_experiment`); every model trains under `strategy` (a
     `tf.distribute.Strategy` or a name; None: "auto"). `seeds` (default: the experiment's
     `seeds`): one whole chain per seed in OUTPUT/seed-<s>/, then OUTPUT/report/seeds.md over them
     (`pseudolabel.seeds`). `pool_truth`: truth CSVs of pool images besides the pools' own `truth`
     (`data.truth`), read only to measure every round's pseudo-labels (pseudo_quality.json).
-    Returns the report's summary, or {seed: summary, "seeds": aggregate} with seeds (None on a
-    non-chief worker, which writes no report)."""
+    `labeling`: how the rounds' pools are labeled, `label_pools`' engine options (`engine`,
+    `address`; default: the local engine). Returns the report's summary, or {seed: summary,
+    "seeds": aggregate} with seeds (None on a non-chief worker, which writes no report)."""
     from pseudolabel import distribute
     from pseudolabel.seeds import with_seed, write_seed_report
 
     seeds = list(seeds if seeds is not None else experiment.seeds)
     options = dict(extra_pools=extra_pools, strategy=distribute.resolve_strategy(strategy), restart=restart,
-                   rounds=rounds, pool_truth=tuple(pool_truth))
+                   rounds=rounds, pool_truth=tuple(pool_truth), labeling=dict(labeling or {}))
     if not seeds:
         return run_chain(experiment, **options)
     summaries = {}
@@ -73,7 +75,7 @@ def run_experiment(experiment: Experiment, *, extra_pools: tuple[PoolConfig, ...
 
 
 def run_chain(experiment: Experiment, *, extra_pools=(), strategy=None, restart: bool = False,
-              rounds: int | None = None, pool_truth=()) -> dict | None:
+              rounds: int | None = None, pool_truth=(), labeling: dict | None = None) -> dict | None:
     """One teacher -> students chain of `experiment` (see `run_experiment`)."""
     from pseudolabel import distribute
 
@@ -82,7 +84,7 @@ def run_chain(experiment: Experiment, *, extra_pools=(), strategy=None, restart:
     task, pool_configs, runs, truth = check_chain(experiment, extra_pools=extra_pools, strategy=strategy,
                                                   restart=restart, rounds=rounds, pool_truth=pool_truth)
     with experiment_lock(Path(experiment.output), strategy):
-        return run_rounds(experiment, runs, task, pool_configs, strategy, started, truth)
+        return run_rounds(experiment, runs, task, pool_configs, strategy, started, truth, labeling or {})
 
 
 def check_chain(experiment: Experiment, *, extra_pools=(), strategy, restart: bool = False,
@@ -133,7 +135,7 @@ def experiment_lock(out: Path, strategy):
 
 
 def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy, started: float,
-               truth=((), {})) -> dict | None:
+               truth=((), {}), labeling: dict | None = None) -> dict | None:
     from pseudolabel import distribute
     from pseudolabel.data import prepare_pools
     from pseudolabel.data.folders import TRUTH_FILE
@@ -158,7 +160,7 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
                 with RunLock.for_directory(run.path):
                     run.start_over(state)   # before labeling: the table in its directory is stale too
             if state != "finished":
-                label_once(run.teacher, pools, task, run.table, experiment.pseudo, run.origin)
+                label_once(run.teacher, pools, task, run.table, experiment.pseudo, run.origin, **(labeling or {}))
         run.run()
         if isinstance(run, StudentRun) and distribute.is_chief(strategy):
             measure_round(run.path, *truth)
@@ -247,9 +249,9 @@ def probe_folds(task, folds: int = ProbeConfig.model_fields["cv"].default) -> in
     return cv_folds(task.split.class_counts()["train"].values(), folds)
 
 
-def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) -> Path:
+def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict, **engine) -> Path:
     """The round's pseudo-label table by the `teacher` run's model; reused when it was made from
-    the same model and pools."""
+    the same model and pools. `engine`: `label_pools`' engine options (`engine`, `address`)."""
     from pseudolabel.pseudolabels import label_pools, load_classifier
 
     from pseudolabel.pseudolabels import table_problems
@@ -258,9 +260,9 @@ def label_once(teacher, pools: list, task, table: Path, pseudo, origin: dict) ->
     if not table_problems(table) and origin_file.exists() and read_json(origin_file) == _json(origin):
         print(f"pseudo-labels: finished earlier ({table})")
         return table
-    model, _, _ = load_classifier(teacher.path, [str(c) for c in task.class_map.names])
+    model, model_file, _ = load_classifier(teacher.path, [str(c) for c in task.class_map.names])
     label_pools(model, pools, image_size=teacher.image_size, batch_size=pseudo.batch_size,
-                tta=pseudo.tta, class_names=task.class_map.names, out_path=table)
+                tta=pseudo.tta, class_names=task.class_map.names, out_path=table, model_file=model_file, **engine)
     atomic_write_json(origin_file, origin)
     return table
 

@@ -146,6 +146,21 @@ def run_demo_experiment(strategy, out) -> None:
     run_experiment(load_experiment(experiment), strategy=strategy)
 
 
+def ray_train_tiny(config: dict) -> None:
+    """A Ray Train worker (TF_CONFIG set by Ray): `train_tiny` under the multi-worker strategy from
+    `config["init"]`, results saved to `config["out"]/worker-<rank>.npz`."""
+    import ray.train
+    import tensorflow as tf
+
+    from pseudolabel.distribute import get_strategy, num_replicas
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)  # modest: the tests share the machine
+    strategy = get_strategy("multi-worker")
+    _, results = train_tiny(strategy, load(config["init"]))
+    rank = ray.train.get_context().get_world_rank()
+    save(Path(config["out"]) / f"worker-{rank}.npz", {**results, "replicas": [np.array(num_replicas(strategy))]})
+
+
 def save(path, weights: dict[str, list[np.ndarray]]) -> None:
     np.savez(path, **{f"{name}/{i}": w for name, ws in weights.items() for i, w in enumerate(ws)})
 

@@ -189,8 +189,9 @@ def pool_with_corrupt_file(synthetic_root):
 def label(teacher, pools, out_path, **kwargs):
     from pseudolabel.pseudolabels import label_pools
 
-    return label_pools(teacher, pools, image_size=IMAGE_SIZE, batch_size=16, class_names=CLASSES,
-                       out_path=out_path, progress=False, **kwargs)
+    kwargs = {"batch_size": 16, **kwargs}
+    return label_pools(teacher, pools, image_size=IMAGE_SIZE, class_names=CLASSES, out_path=out_path,
+                       progress=False, **kwargs)
 
 
 def test_table_rows_probabilities_and_hashes(teacher, pool_with_corrupt_file, tmp_path):
@@ -287,25 +288,40 @@ def test_interrupted_labeling_leaves_no_table(teacher, synthetic_root, tmp_path,
     assert [p.name for p in out.parent.iterdir()] == [".pseudo.csv.lock"]
 
 
-def test_labeling_streams_without_a_cache(teacher, synthetic_root, tmp_path, monkeypatch):
-    """The pool is never materialised: no dataset cache, no augmentation, one pass."""
-    import pseudolabel.pipeline as pipeline
+def test_labeling_streams_a_few_batches_ahead(teacher, synthetic_root, tmp_path, monkeypatch):
+    """The pool is never materialised: at most threads + 1 batches are decoded ahead of the model."""
+    import pseudolabel.pseudolabels.batches as batches
     from pseudolabel.data import scan_pool
 
-    calls = []
-    real = pipeline.make_dataset
+    events = []
+    real_decode, real_predict = batches.decode_batch, batches.predict_decoded
+    monkeypatch.setattr(batches, "decode_batch", lambda *a: (events.append("d"), real_decode(*a))[1])
+    monkeypatch.setattr(batches, "predict_decoded", lambda *a: (events.append("p"), real_predict(*a))[1])
+    label(teacher, [scan_pool(synthetic_root / "Pool")], tmp_path / "pseudo.csv", batch_size=4)
+    assert events.count("d") == events.count("p") == 10
+    ahead = [events[:k].count("d") - events[:k].count("p") for k in range(len(events))]
+    assert max(ahead) <= 3  # 2 decode threads + 1
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "make_dataset", spy)
-    label(teacher, [scan_pool(synthetic_root / "Pool")], tmp_path / "pseudo.csv")
-    assert len(calls) == 1
-    kwargs = calls[0]
-    assert kwargs["cache"] is None and kwargs["augment"] is None
-    assert kwargs["repeat"] is False and kwargs["shuffle"] is False
-    assert kwargs["on_error"] == "skip" and kwargs["with_index"] is True
+def test_a_second_labeling_traces_nothing_and_gives_the_same_rows(teacher, synthetic_root, tmp_path):
+    """One compiled forward per (model, tta, size), reused; rows are the forward of batches cut by position."""
+    from pseudolabel.data import scan_pool
+    from pseudolabel.images import read_image
+    from pseudolabel.pseudolabels import batch_predictor
+
+    pool = scan_pool(synthetic_root / "Pool")
+    first = label(teacher, [pool], tmp_path / "a.csv")
+    forward = batch_predictor(teacher, "none", IMAGE_SIZE)
+    traces = forward.experimental_get_tracing_count()
+    second = label(teacher, [pool], tmp_path / "b.csv")
+    assert batch_predictor(teacher, "none", IMAGE_SIZE) is forward
+    assert forward.experimental_get_tracing_count() == traces == 1
+    assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
+    np.testing.assert_array_equal(first.probs, second.probs)
+    # The last batch (positions 32..39 of 40, batch 16) is exactly the forward of those images.
+    x = np.stack([read_image(p, IMAGE_SIZE) for p in first.images[32:]]).astype(np.float32)
+    np.testing.assert_array_equal(first.probs[32:], forward(x).numpy())
+    assert batch_predictor(teacher, "flip", IMAGE_SIZE) is not forward
 
 
 def test_empty_pool_gives_an_empty_table(teacher, synthetic_root, tmp_path):

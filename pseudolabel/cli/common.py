@@ -95,6 +95,21 @@ def restart_option(func):
     )(func)
 
 
+def engine_options(func):
+    """--engine / --address: where pool images are labeled (pseudolabels.label_pools' engines)."""
+    func = click.option(
+        "--address", default=None, metavar="ADDR",
+        help="With --engine ray: the Ray cluster to join (e.g. 10.0.0.1:6379, ray://head:10001 or auto); "
+             "default: start a local Ray on this machine.",
+    )(func)
+    return click.option(
+        "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+        help="local: this machine labels (threads decode, one process predicts). ray: Ray Data (decoding in "
+             "Ray tasks, actors each holding the model), on a local Ray or the cluster at --address; the "
+             "same table, byte for byte. Needs the `ray` extra (pip install -e \".[ray]\").",
+    )(func)
+
+
 def strategy_option(func):
     """--strategy: the tf.distribute strategy the models train under (pseudolabel.distribute)."""
     from pseudolabel.distribute import STRATEGIES

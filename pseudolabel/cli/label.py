@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.common import data_config, data_options, fail_cleanly, pseudo_config
+from pseudolabel.cli.common import data_config, data_options, engine_options, fail_cleanly, pseudo_config
 
 TTA_CHOICES = click.Choice(["none", "flip", "ten_crop"])
 
@@ -38,8 +38,10 @@ TTA_CHOICES = click.Choice(["none", "flip", "ten_crop"])
                    "images at positions INDEX, INDEX+COUNT, ... of the pools' image list, written to "
                    "OUT's part OUT.part-III-of-NNN.csv. Give every machine the same pools and options; "
                    "then `pseudolabel merge-labels OUT` joins the parts.")
+@engine_options
 @fail_cleanly
-def label(model_path, experiment, root, labels, split, classes, pools, glob, tta, batch_size, out, shard):
+def label(model_path, experiment, root, labels, split, classes, pools, glob, tta, batch_size, out, shard, engine,
+          address):
     """Pseudo-label unlabeled pools with a teacher model (no noise: inference mode, no augmentation).
 
     Every pool is scanned, and every labeled image (train, val AND test) and its near-duplicates
@@ -53,6 +55,12 @@ def label(model_path, experiment, root, labels, split, classes, pools, glob, tta
     from pseudolabel.pseudolabels import label_pools, load_classifier, part_path
     from pseudolabel.rundir import RunLock
 
+    if address and engine != "ray":
+        raise click.UsageError("--address needs --engine ray")
+    if engine == "ray":  # before any work: a missing Ray is one line at once
+        from pseudolabel.pseudolabels.ray_engine import require_ray
+
+        require_ray()
     data_cfg = data_config(experiment, root, labels, split, classes)
     pseudo_cfg = pseudo_config(experiment)
     pool_cfgs = _pool_configs(experiment, pools, glob)
@@ -60,14 +68,15 @@ def label(model_path, experiment, root, labels, split, classes, pools, glob, tta
     with RunLock.for_file(part_path(out, *shard) if shard else out):
         task = load_task(data_cfg.as_task_config())
         class_names = [str(c) for c in task.class_map.names]
-        model, _, _ = load_classifier(model_path, class_names)
+        model, model_file, _ = load_classifier(model_path, class_names)
 
         filtered = prepare_pools([p.model_dump() for p in pool_cfgs], task.labeled.paths, out.parent,
                                  report_name=f"{out.stem}.pools")
         # A model file alone: its input layer is what says its resolution.
         label_pools(model, filtered, image_size=int(model.input_shape[1]),
                     batch_size=batch_size or pseudo_cfg.batch_size, tta=tta or pseudo_cfg.tta,
-                    class_names=class_names, out_path=out, shard=shard)
+                    class_names=class_names, out_path=out, shard=shard, engine=engine, address=address,
+                    model_file=model_file)
     if shard:
         click.echo(f"shard {shard[0]} of {shard[1]} done; once every shard is: pseudolabel merge-labels {out}")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pseudolabel.cli.common import fail_cleanly, parse_seeds, restart_option, strategy_option
+from pseudolabel.cli.common import engine_options, fail_cleanly, parse_seeds, restart_option, strategy_option
 
 
 @click.command()
@@ -34,8 +34,13 @@ from pseudolabel.cli.common import fail_cleanly, parse_seeds, restart_option, st
               help="End with the report's summary as JSON on stdout (for scripts) instead of the table.")
 @restart_option
 @strategy_option
+@engine_options
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --engine ray: train every model on this many Ray Train workers in sync (TensorFlow's "
+                   "multi-worker strategy, TF_CONFIG set by Ray; the chief writes the run directories).")
 @fail_cleanly
-def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_json, restart, strategy):
+def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_json, restart, strategy, engine, address,
+        workers):
     """Run an EXPERIMENT file: teacher -> pseudo-labels -> student -> ... -> report.
 
     Every round is evaluated on the fixed test split. Rerunning the same command resumes: a
@@ -43,7 +48,7 @@ def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_jso
     its backup. A run whose recipe, pseudo-label settings, pools or teacher changed is refused
     before any work, naming the change; --restart starts it (and the rounds after it) over. The
     report (compare.md / compare.html / roc.png) lands in OUTPUT/report. Every relative path in
-    the experiment file is relative to that file.
+    the experiment file is relative to that file. --engine ray labels the rounds' pools on Ray.
     """
     from pseudolabel.config import PoolConfig, load_experiment
     from pseudolabel.distribute import get_strategy
@@ -54,11 +59,28 @@ def run(experiment, pools, glob, root, output, rounds, seeds, pool_truth, as_jso
         overrides["data"] = {"root": str(Path(root).resolve())}
     if output:
         overrides["output"] = str(Path(output).resolve())
+    if address and engine != "ray":
+        raise click.UsageError("--address needs --engine ray")
+    if workers is not None and engine != "ray":
+        raise click.UsageError("--workers needs --engine ray (training on Ray Train)")
+    if engine == "ray":  # before any work: a missing Ray is one line at once
+        from pseudolabel.pseudolabels.ray_engine import require_ray
+
+        require_ray()
     exp = load_experiment(experiment, overrides=overrides or None)   # every recipe checked: before any work
     extra = tuple(PoolConfig(name=Path(p).name, path=str(Path(p).resolve()), glob=glob) for p in pools)
-    strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
-    summary = run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds,
-                             seeds=parse_seeds(seeds), pool_truth=tuple(str(Path(p).resolve()) for p in pool_truth))
+    truth = tuple(str(Path(p).resolve()) for p in pool_truth)
+    if workers is not None:
+        from pseudolabel.ray_train import train_experiment_on_ray
+
+        summary = train_experiment_on_ray(exp, workers=workers, address=address, extra_pools=extra, restart=restart,
+                                          rounds=rounds, seeds=parse_seeds(seeds), pool_truth=truth,
+                                          overrides=overrides or None)
+    else:
+        strategy = get_strategy(strategy)  # before other TF work: a multi-worker strategy must come first
+        summary = run_experiment(exp, extra_pools=extra, strategy=strategy, restart=restart, rounds=rounds,
+                                 seeds=parse_seeds(seeds), pool_truth=truth,
+                                 labeling={"engine": engine, "address": address})
     if summary is None:   # a non-chief worker: no report
         return
     if as_json:

@@ -33,7 +33,15 @@ from pseudolabel.pseudolabels.class_shares import (
     keep_most_confident,
     labeled_prior,
 )
-from pseudolabel.pseudolabels.labeling import label_pools
+from pseudolabel.pseudolabels.batches import (
+    DecodedBatch,
+    PredictedBatch,
+    batch_starts,
+    decode_batch,
+    local_batches,
+    predict_decoded,
+)
+from pseudolabel.pseudolabels.labeling import ENGINES, label_pools
 from pseudolabel.pseudolabels.predict import (
     batch_predictor,
     check_classes,
@@ -95,7 +103,8 @@ from pseudolabel.pseudolabels.table import (
 __all__ = [
     "THRESHOLD_RULES", "align_to_prior", "allocate", "class_thresholds", "ineffective_threshold",
     "keep_most_confident", "labeled_prior", "SELECTED_TABLE", "SELECTION_REPORT", "selection_report",
-    "check_classes",
+    "check_classes", "DecodedBatch", "PredictedBatch", "batch_starts", "decode_batch", "local_batches",
+    "predict_decoded", "ENGINES",
     "EXCLUDED_IN_EARLIER_POOL", "EXCLUDED_LABELED", "EXCLUDED_NEAR_DUPLICATE", "FIXED_COLUMNS", "MODES",
     "NOT_LABELED_REASONS", "PseudoLabelError", "PseudoLabelTable", "SKIPPED_COLUMNS", "TAIL_COLUMNS",
     "UNREADABLE_AT_DECODE", "UNREADABLE_AT_SCAN", "balance_indices", "batch_predictor", "check_shard",

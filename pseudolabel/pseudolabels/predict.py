@@ -73,52 +73,59 @@ def predict_images(model, paths: Sequence[str | Path], *, class_names: Sequence[
                    batch_size: int = 32, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
     """Class probabilities of new images: rows {image, p_<class>..., predicted, confidence} in
     input order, and (image, reason) of the images that could not be read (skipped, not fatal)."""
+    from tqdm import tqdm
+
+    from pseudolabel.pseudolabels.batches import local_batches
+
     paths = [str(p) for p in paths]
     if not paths:
         raise PseudoLabelError("no images to predict")
     if int(batch_size) < 1:
         raise PseudoLabelError(f"batch_size must be >= 1, got {batch_size}")
     class_names = [str(c) for c in class_names]
-    seen = np.zeros(len(paths), dtype=bool)
-    rows = {}
-    for i, p in stream_predictions(model, paths, int(model.input_shape[1]), batch_size, tta, len(class_names),
-                                   progress):
-        seen[i] = True
-        rows[i] = {"image": paths[i], **{f"p_{c}": float(v) for c, v in zip(class_names, p)},
-                   "predicted": class_names[int(np.argmax(p))], "confidence": float(np.max(p))}
-    skipped = [(image, reason) for image, _, reason in unreadable_reasons(paths, [""] * len(paths), seen)]
-    return [rows[i] for i in sorted(rows)], skipped
+    size = int(model.input_shape[1])
+    rows, skipped = [], []
+    batches = local_batches(paths, image_size=size, batch_size=int(batch_size),
+                            predict=batch_predictor(model, tta, size), num_classes=len(class_names))
+    with tqdm(total=len(paths), desc="predicting", unit="img", disable=not progress) as bar:
+        for batch in batches:
+            rows += [{"image": paths[i], **{f"p_{c}": float(v) for c, v in zip(class_names, p)},
+                      "predicted": class_names[int(np.argmax(p))], "confidence": float(np.max(p))}
+                     for i, _, p in batch.rows]
+            skipped += [(paths[i], reason) for i, reason in batch.failed]
+            bar.update(len(batch.rows) + len(batch.failed))
+    return rows, skipped
 
 
-def stream_predictions(model, paths, image_size, batch_size, tta, num_classes, progress):
-    """(index into `paths`, probabilities) of every readable image, one streamed batch at a time."""
-    from tqdm import tqdm
+def stream_predictions(model, paths, image_size, batch_size, tta, num_classes, progress=False):
+    """(index into `paths`, probabilities) of every readable image, one batch (cut by position) at a time."""
+    from pseudolabel.pseudolabels.batches import local_batches
 
-    from pseudolabel.pipeline import make_dataset
+    for batch in local_batches(paths, image_size=image_size, batch_size=batch_size,
+                               predict=batch_predictor(model, tta, image_size), num_classes=num_classes):
+        for i, _, probs in batch.rows:
+            yield i, probs
 
-    predict_batch = batch_predictor(model, tta, image_size)
-    # No cache, no shuffle, one pass: only the batches in flight are held in memory.
-    dataset = make_dataset(paths, image_size=image_size, batch_size=batch_size, shuffle=False, augment=None,
-                           cache=None, repeat=False, drop_remainder=False, on_error="skip", with_index=True)
-    with tqdm(total=len(paths), desc="pseudo-labeling", unit="img", disable=not progress) as bar:
-        for images, index in dataset:
-            probs = _check_probs(predict_batch(images).numpy(), num_classes)
-            yield from zip(index.numpy().tolist(), probs)
-            bar.update(len(probs))
-        bar.update(len(paths) - bar.n)  # the skipped ones
+
+# The compiled forwards of a model, by (tta, image size): kept on the model object itself, so they
+# live as long as it does and a second labeling with the same model traces nothing.
+_PREDICTORS = "_pseudolabel_predictors"
 
 
 def batch_predictor(model, tta: str, image_size: int):
-    """The compiled, noise-free `images -> probs` of evaluation (TTA views averaged)."""
+    """The compiled, noise-free `images -> probs` of evaluation (TTA views averaged), one per
+    (model, tta, image size), made once and reused by every later call."""
     from pseudolabel.evaluation import tta_predictor
 
-    return tta_predictor(model, tta, image_hw=(image_size, image_size))
-
-
-def _check_probs(probs: np.ndarray, num_classes: int) -> np.ndarray:
-    if probs.ndim != 2 or probs.shape[1] != num_classes:
-        raise PseudoLabelError(f"the model outputs shape {probs.shape}, expected [batch, {num_classes}] probabilities")
-    return probs
+    cache = model.__dict__.get(_PREDICTORS)
+    if cache is None:
+        cache = {}
+        # object.__setattr__: Keras' attribute tracking would wrap the dict (and try to save it).
+        object.__setattr__(model, _PREDICTORS, cache)
+    key = (str(tta), int(image_size))
+    if key not in cache:
+        cache[key] = tta_predictor(model, tta, image_hw=(int(image_size), int(image_size)))
+    return cache[key]
 
 
 def unreadable_reasons(paths: list[str], pool_names: list[str], seen: np.ndarray) -> list[tuple]:
