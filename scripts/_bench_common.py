@@ -137,11 +137,7 @@ def peak_rss_mb() -> float:
 
 def current_rss_mb() -> float:
     """Resident set size now (Linux /proc; falls back to the peak elsewhere)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return peak_rss_mb()
+    return _rss_mb(os.getpid()) or peak_rss_mb()
 
 
 # --------------------------------------------------------------------------- data
@@ -223,3 +219,63 @@ def describe_student(s) -> str:
             f"({s.trainable_params / 1e6:.2f}M parameters), backbone BatchNorm "
             f"{'frozen' if s.recipe.train.freeze_bn else 'training'}; batches "
             f"{s.plan['labeled_batch']} labeled + {s.plan['unlabeled_batch']} pseudo-labeled; noise {noise}")
+
+
+class MemorySampler:
+    """Peak resident memory while in the `with` block, sampled every `interval` seconds from a
+    thread (Linux /proc; elsewhere nothing is sampled and the peaks stay 0): of this process
+    (`driver_mb`), of the largest descendant (`worker_mb`: a Ray worker or Ray's own services) and
+    of all descendants together (`descendants_mb`). One sampler can be entered several times;
+    the peaks are over all of them."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.driver_mb = self.worker_mb = self.descendants_mb = 0.0
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        children = _descendants(os.getpid())
+        rss = [_rss_mb(pid) for pid in children]
+        self.driver_mb = max(self.driver_mb, _rss_mb(os.getpid()))
+        self.worker_mb = max(self.worker_mb, max(rss, default=0.0))
+        self.descendants_mb = max(self.descendants_mb, sum(rss))
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root` (children, their children, ...), from /proc/*/stat."""
+    parent_of = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if entry.name.isdigit():
+            try:  # the command name is in parentheses and may hold spaces: split after it
+                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue   # ended meanwhile
+    found, frontier = [], [root]
+    while frontier:
+        kids = [pid for pid, parent in parent_of.items() if parent in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0

@@ -37,6 +37,7 @@ Images per second count every image a step trains on (labeled + pseudo-labeled).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from pathlib import Path
@@ -56,7 +57,9 @@ def parse_args(argv=None):
     g = p.add_argument_group("(a) pseudo-labeling")
     g.add_argument("--backbone", default="efficientnet_lite0", help="teacher backbone (real ImageNet weights)")
     g.add_argument("--model", type=Path, default=None, help="a saved teacher (.keras) instead of a fresh one")
-    g.add_argument("--images", type=int, default=2048, help="pool size N (real unlabeled JPEGs)")
+    g.add_argument("--images", type=_sizes, default=[2048],
+                   help="pool sizes N, comma-separated (real unlabeled JPEGs; above the 5k the data holds, "
+                        "the same files again under other names)")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--ray", action=argparse.BooleanOptionalAction, default=None,
                    help="also time label_pools(engine='ray') on a local Ray (default: when Ray is installed)")
@@ -71,7 +74,7 @@ def parse_args(argv=None):
     bc.add_report_args(p)
     args = p.parse_args(argv)
     if args.quick:
-        args.images, args.repeats, args.pseudo, args.steps = 128, 2, 48, 3
+        args.images, args.repeats, args.pseudo, args.steps = [128], 2, 48, 3
     if args.ray is None:
         import importlib.util
 
@@ -80,31 +83,61 @@ def parse_args(argv=None):
     return args
 
 
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of sizes: {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"pool sizes must be >= 1: {text!r}")
+    return sizes
+
+
 # =========================================================================== (a) labeling
 
 
-def bench_labeling(args, workdir: Path) -> dict:
+def bench_pool(paths: list[Path], n: int, folder: Path) -> tuple[list[Path], int]:
+    """N pool images from `paths` and how many of them are distinct files. Up to len(paths): every
+    k-th (so the pool mixes the rooms); beyond: every file again under another name (symlinks in
+    `folder`), as a bigger pool would look to the reader -- same bytes, same decoding cost."""
+    if n <= len(paths):
+        return paths[::len(paths) // n][:n], n
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        link = folder / f"{i:06d}_{paths[i % len(paths)].name}"
+        if not link.exists():
+            link.symlink_to(paths[i % len(paths)].resolve())
+        out.append(link)
+    return out, len(paths)
+
+
+def bench_labeling(args, workdir: Path) -> list[dict]:
+    """One result per pool size in `args.images`, all with the same teacher (and the same Ray)."""
+    from pseudolabel import data
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    class_names = list(data.HOUSE_ROOMS_CLASSES.names)
+    model, model_text = _teacher(args, len(class_names))
+    model_file = workdir / "teacher.keras"
+    model.save(model_file)  # what the Ray actors load
+    paths = bc.unlabeled_images(args.data)
+    return [bench_labeling_size(args, n, paths, workdir / f"n{n}", model=model, model_text=model_text,
+                                model_file=model_file, class_names=class_names) for n in args.images]
+
+
+def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, model, model_text: str,
+                        model_file: Path, class_names: list[str]) -> dict:
     import numpy as np
     import tensorflow as tf
 
     from pseudolabel import data, pseudolabels
     from pseudolabel.pipeline import load_images
 
-    class_names = list(data.HOUSE_ROOMS_CLASSES.names)
-    paths = bc.unlabeled_images(args.data)
-    if len(paths) < args.images:
-        raise SystemExit(f"only {len(paths)} unlabeled images under {args.data}; ask for --images <= that")
-    # Every room, not just the first folders: take every k-th image so the pool mixes them.
-    step = len(paths) // args.images
-    paths = paths[::step][:args.images]
-    n, bs = len(paths), args.batch_size
-    model, model_text = _teacher(args, len(class_names))
-    size = int(model.input_shape[1])
-    model_file = workdir / "teacher.keras"
-    workdir.mkdir(parents=True, exist_ok=True)
-    model.save(model_file)  # what the Ray actors load
-    pool = data.Pool("bench", args.data, paths)
-    one_batch = data.Pool("bench", args.data, paths[:bs])
+    paths, distinct_files = bench_pool(all_paths, n, workdir / "pool")
+    bs, size = args.batch_size, int(model.input_shape[1])
+    root = args.data if distinct_files == n else paths[0].parent
+    pool, one_batch = data.Pool("bench", root, paths), data.Pool("bench", root, paths[:bs])
 
     # Model only: the same compiled forward label_pools uses, on in-memory float32 batches
     # (up to 4 distinct real batches, cycled; decoded once here, outside the timing).
@@ -114,12 +147,14 @@ def bench_labeling(args, workdir: Path) -> dict:
     sizes = [min(bs, n - i) for i in range(0, n, bs)]
     batches = [distinct[k % len(distinct)][:m] for k, m in enumerate(sizes)]
     counter = iter(range(10**6))
+    memory = {"local": bc.MemorySampler(), "ray": bc.MemorySampler()}
 
     def label(pool_, engine="local"):
         def run():
             out = workdir / engine / f"t{next(counter)}" / "pseudo.csv"
-            pseudolabels.label_pools(model, [pool_], image_size=size, batch_size=bs, class_names=class_names,
-                                     out_path=out, progress=False, engine=engine, model_file=model_file)
+            with memory[engine] if pool_ is pool else contextlib.nullcontext():
+                pseudolabels.label_pools(model, [pool_], image_size=size, batch_size=bs, class_names=class_names,
+                                         out_path=out, progress=False, engine=engine, model_file=model_file)
             if pool_ is pool:
                 tables[engine].append(out)
         return run
@@ -132,7 +167,8 @@ def bench_labeling(args, workdir: Path) -> dict:
     variants = {"label_pools": label(pool), "label_pools_one_batch": label(one_batch), "model_only": model_only}
     if args.ray:
         variants["ray"] = label(pool, "ray")
-    bc.log("(a) warming up (tracing the compiled forward; first label_pools call" + (", starting Ray)" if args.ray else ")"))
+    bc.log(f"(a) {n} images: warming up (tracing the compiled forward; first label_pools call"
+           + (", starting Ray)" if args.ray else ")"))
     for run in variants.values():
         run()
     bc.log(f"(a) timing: {', '.join(variants)} on {n} images ({bs} for one batch); {args.repeats} repetitions "
@@ -143,17 +179,19 @@ def bench_labeling(args, workdir: Path) -> dict:
     assert len(rows) == n, f"the table has {len(rows)} rows for {n} images"
     marginal = (n - bs) / (t_all - t_one) if n > bs and t_all > t_one else float("nan")
     result = {
-        "n": n, "batch_size": bs, "image_size": size, "model": model_text, "times": times,
-        "rate_pipeline": n / t_all, "rate_model": n / t_model, "ratio": (n / t_all) / (n / t_model),
+        "n": n, "distinct_files": distinct_files, "batch_size": bs, "image_size": size, "model": model_text,
+        "times": times, "rate_pipeline": n / t_all, "rate_model": n / t_model, "ratio": (n / t_all) / (n / t_model),
         "rate_marginal": marginal, "ratio_marginal": marginal / (n / t_model),
         "fixed_s": t_one - bs / marginal if marginal == marginal else float("nan"),
-        "traces": predict.experimental_get_tracing_count(), "peak_rss_mb": bc.peak_rss_mb(),
+        "traces": predict.experimental_get_tracing_count(), "driver_mb": memory["local"].driver_mb,
         "pair_ratios": [m / a for a, m in zip(times["label_pools"], times["model_only"])],
     }
     if args.ray:
         result.update(rate_ray=n / bc.median(times["ray"]),
                       ray_pair_ratios=[a / r for a, r in zip(times["label_pools"], times["ray"])],
-                      same_files=_same_files(tables["local"][-1], tables["ray"][-1]))
+                      same_files=_same_files(tables["local"][-1], tables["ray"][-1]),
+                      ray_driver_mb=memory["ray"].driver_mb, ray_worker_mb=memory["ray"].worker_mb,
+                      ray_all_mb=memory["ray"].descendants_mb)
     return result
 
 
@@ -219,8 +257,12 @@ def labeling_section(r: dict) -> list[str]:
         f"- Marginal rate of large pools (fixed per-call cost removed): {r['rate_marginal']:.1f} images/s, "
         f"**{r['ratio_marginal']:.2f}** of the model alone; fixed cost of one `label_pools` call about "
         f"{r['fixed_s']:.1f} s; the compiled forward was traced {r['traces']} time(s) over every call",
-        f"- Peak memory of this process (the driver): {r['peak_rss_mb']:.0f} MB"
-        + ("; Ray's workers are not measured here" if "ray" in t else ""),
+        f"- Peak memory, sampled every 0.2 s during the timed runs: the driver, labeling with the local engine, "
+        f"{r['driver_mb']:.0f} MB"
+        + (f"; with Ray, the driver {r['ray_driver_mb']:.0f} MB, the largest Ray process (a worker) "
+           f"{r['ray_worker_mb']:.0f} MB, all of Ray's processes together {r['ray_all_mb']:.0f} MB" if "ray" in t else ""),
+        *([f"- {r['n']} images are {r['distinct_files']} distinct JPEGs, each again under other names (symlinks): "
+           "the same bytes to read and decode as a pool that large"] if r["distinct_files"] < r["n"] else []),
         f"- The {r['n']} JPEGs are in the OS page cache after the first repetition (reading from a cold disk is "
         f"`bench_scale.py`'s business); the table's sha256 column is hashed from the bytes read for decoding.",
         "",
@@ -321,8 +363,8 @@ def main(argv=None):
         f"{(time.perf_counter() - started) / 60:.1f} min",
     )
     lines += bc.quick_note(args.quick)
-    if "labeling" in results:
-        lines += labeling_section(results["labeling"])
+    for result in results.get("labeling", []):
+        lines += labeling_section(result)
     if "student" in results:
         lines += student_section(results["student"])
     section = "\n".join(lines)

@@ -49,6 +49,37 @@ def test_linear_fit():
     assert a == pytest.approx(5) and b == pytest.approx(0.01) and deviation == pytest.approx(0, abs=1e-9)
 
 
+def test_memory_sampler_sees_this_process_and_its_children():
+    child = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(150 * 2**20); time.sleep(3)"])
+    try:
+        with bc.MemorySampler(interval=0.05) as memory:
+            import time
+
+            time.sleep(1.5)
+    finally:
+        child.kill()
+        child.wait()
+    assert memory.worker_mb > 140 and memory.descendants_mb >= memory.worker_mb
+    assert memory.driver_mb == pytest.approx(bc.current_rss_mb(), rel=0.5)
+
+
+def test_bench_pool_mixes_real_files_and_repeats_them_under_new_names_beyond(tmp_path):
+    import bench_pipeline
+
+    files = []
+    for i in range(10):
+        files.append(tmp_path / f"img{i}.jpg")
+        files[-1].write_bytes(bytes([i]))
+    few, distinct = bench_pipeline.bench_pool(files, 5, tmp_path / "links")
+    assert few == files[::2] and distinct == 5 and not (tmp_path / "links").exists()
+    many, distinct = bench_pipeline.bench_pool(files, 25, tmp_path / "links")
+    assert distinct == 10 and len(set(many)) == 25
+    assert [p.read_bytes() for p in many] == [bytes([i % 10]) for i in range(25)]
+    assert bench_pipeline.parse_args(["--images", "1000,5000"]).images == [1000, 5000]
+    with pytest.raises(SystemExit):
+        bench_pipeline.parse_args(["--images", "1000,x"])
+
+
 @pytest.mark.parametrize("script", BENCHES)
 def test_help(script):
     out = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True, check=True)
