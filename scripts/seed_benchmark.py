@@ -131,7 +131,9 @@ def share_table(shares: dict) -> list[str]:
 def section(experiment, result: dict, shares: dict, positive, started_on: str, records: Path) -> str:
     from pseudolabel.seeds import seeds_markdown
 
-    body = seeds_markdown(result).split("\n", 2)[2]   # without its "# Over seeds" heading
+    # Without its "# Over seeds" heading, and its "## " subheadings one level down: inside
+    # BENCHMARKS.md, "## " starts the next section (replace_section relies on it).
+    body = seeds_markdown(result).split("\n", 2)[2].replace("\n## ", "\n### ")
     return "\n".join([
         *bench.section_head(f"{SECTION_TITLE}: {experiment.name}", bench.command_line(), started_on,
                             f"Recorded seeds {result['seeds']} (records: {display(records)}/, one "

@@ -101,10 +101,13 @@ def test_quick_run(script, house_rooms, tmp_path):
 
 def _summary(aucs: dict, modern_share: float) -> dict:
     """A comparison summary (report/compare.json) as far as the seed benchmark reads it."""
+    from pseudolabel.model_selection import choose_by_validation
+
     teacher = aucs["round0_teacher"]
+    rows = [{"run": run, "model": "m", "roc_auc": auc, "val_roc_auc": auc, "delta_auc": auc - teacher,
+             "baseline": run == "round0_teacher"} for run, auc in aucs.items()]
     return {"auc": "ROC AUC", "n_test_images": 89, "baseline": "round0_teacher", "positive_class": "modern",
-            "rows": [{"run": run, "model": "m", "roc_auc": auc, "delta_auc": auc - teacher,
-                      "baseline": run == "round0_teacher"} for run, auc in aucs.items()],
+            "rows": rows, "selection": choose_by_validation(rows),
             "pseudo_labels": {"labeled_prior": {"old": 0.6, "modern": 0.4}, "rounds": [
                 {"run": "round1_lite0", "stages": {"before": {"share": {"old": 1 - modern_share, "modern": modern_share}}}}]}}
 
@@ -150,3 +153,5 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     seed_benchmark.main(args)
     text = bench_md.read_text()
     assert text.count("## Repeated seeds") == 1 and "0.790 ± 0.014" in text   # still counted from the records
+    # Its subsections stay inside it: rewriting it leaves no stray copy behind.
+    assert text.count("Choosing by validation") == 1 and "\n### Choosing by validation" in text
