@@ -90,6 +90,17 @@ def test_cli_label_engine_ray_in_shards_equals_the_local_engine(ray_session, tea
     assert b"corrupt.jpg,Pool,unreadable at scan" in parts["ray"]["pseudo.part-000-of-002.skipped.csv"]
 
 
+def test_local_ray_workers_run_at_the_drivers_niceness(ray_session):
+    """Not Ray's default 15: on a shared machine labeling on Ray would lose to anything else."""
+    import os
+
+    @ray_session.remote
+    def niceness():
+        return os.nice(0)
+
+    assert ray_session.get(niceness.remote()) == os.nice(0)
+
+
 def test_engine_ray_without_ray_is_one_line(monkeypatch, teacher_file, synthetic_root, tmp_path):
     from click.testing import CliRunner
 

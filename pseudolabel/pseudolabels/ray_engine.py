@@ -34,6 +34,7 @@ __all__ = ["RAY_MISSING", "connect", "ray_batches", "require_ray"]
 
 RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install -e \".[ray]\" (or pip install \"ray[data]\")"
 LOCAL_CPUS = 2
+WORKER_NICENESS = "RAY_worker_niceness"   # Ray's own setting, read by the raylet it starts
 
 
 def require_ray():
@@ -61,6 +62,10 @@ def connect(address: str | None = None, *, num_cpus: int = LOCAL_CPUS):
             if address:
                 ray.init(address=address, **options)
             else:
+                # Ray runs its workers at nice 15 by default: on a machine shared with anything
+                # else they would lose to it, where the local engine would not. Our own local Ray
+                # works at the driver's niceness (the user's env var wins).
+                os.environ.setdefault(WORKER_NICENESS, str(os.nice(0)))
                 ray.init(num_cpus=num_cpus, include_dashboard=False, **{"log_to_driver": False, **options})
     quiet.quiet_ray()
     return ray
