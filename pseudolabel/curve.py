@@ -29,7 +29,8 @@ its provenance, resumes, and refuses a changed config as runs do. Layout (CURVE:
     CURVE/labels-<n>/hidden_pool.csv    the hidden train images (column image, absolute paths)
     CURVE/labels-<n>/hidden_truth.csv   their labels (image,label: class names); nothing that trains reads it
     CURVE/labels-<n>/seed-<s>/...       one teacher -> students chain per seed; report/seeds.md over them
-    CURVE/labels-all/seed-<s>/...       the experiment as it is (every train label, its own pools only)
+    OUTPUT/seed-<s>/...                 'all': the experiment as it is (every train label, its own pools
+                                        only), the same runs as `run --seeds` (trained once for both)
     CURVE/curve.md, curve.json          per budget and model: test ROC AUC mean +- sd over seeds, and
                                         every semi-supervised model minus the supervised ones, paired per seed
     CURVE/curve.png                     test ROC AUC against labels, supervised vs semi-supervised
@@ -134,10 +135,12 @@ class Budget:
     experiment: object = None
 
 
-def plan_budget(budget, task, order: list[str], curve_dir: Path) -> Budget:
-    """The files that make budget `budget` (an int or 'all') an experiment, in memory."""
+def plan_budget(budget, task, order: list[str], curve_dir: Path, output: Path) -> Budget:
+    """The files that make budget `budget` (an int or 'all') an experiment, in memory. 'all' is
+    the experiment itself: its folder is the experiment's `output`, whose seed-<s>/ runs are those
+    of `run --seeds` (hours of training on a CPU, not done twice)."""
     label = str(budget)
-    directory = curve_dir / f"labels-{label}"
+    directory = output if budget == ALL else curve_dir / f"labels-{label}"
     train = [(image, raw) for image, raw, part in task.split.items if part == "train"]
     kept = {image for image, _ in train} if budget == ALL else set(order[:budget])
     counts = {name: 0 for name in task.class_map.names}
@@ -189,7 +192,7 @@ def derive_budget(experiment, plan: Budget):
     from pseudolabel.config import PoolConfig, validate
 
     if not plan.files:
-        return experiment.model_copy(update={"output": str(plan.directory)})
+        return experiment
     for name, text in plan.files.items():
         path = plan.directory / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
@@ -224,7 +227,7 @@ def run_curve(experiment, budgets, seeds=None, *, out=None, strategy=None, resta
     check_budgets(budgets, task, where)
     order = label_order([(image, raw) for image, raw, part in task.split.items if part == "train"],
                         task.class_map, experiment.seed)
-    plans = [plan_budget(budget, task, order, curve_dir) for budget in budgets]
+    plans = [plan_budget(budget, task, order, curve_dir, Path(experiment.output)) for budget in budgets]
     with experiment_lock(curve_dir, strategy):
         for plan in plans:
             check_budget_files(plan, restart)

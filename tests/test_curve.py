@@ -16,6 +16,7 @@ from pseudolabel.curve import (ALL, CurveError, curve_markdown, curve_rows, labe
 from pseudolabel.data import ClassMap, load_task, read_split, read_truth
 from pseudolabel.demo import write_demo
 from pseudolabel.lifecycle import RunChangedError
+from pseudolabel.rounds import run_experiment
 
 
 def _rows(path):
@@ -55,7 +56,8 @@ def test_budgets_are_nested_keep_val_and_test_and_hide_the_rest_of_train(tmp_pat
     task = load_task(experiment.data.as_task_config())
     train = [(image, raw) for image, raw, part in task.split.items if part == "train"]
     order = label_order(train, task.class_map, experiment.seed)
-    plans = {n: plan_budget(n, task, order, tmp_path / "curve") for n in (4, 10, 20, ALL)}
+    plans = {n: plan_budget(n, task, order, tmp_path / "curve", tmp_path / "out") for n in (4, 10, 20, ALL)}
+    assert plans[ALL].directory == tmp_path / "out" and plans[4].directory == tmp_path / "curve" / "labels-4"
     kept = {}
     for n in (4, 10, 20):
         (tmp_path / f"b{n}").mkdir()
@@ -157,24 +159,29 @@ def test_a_curve_trains_every_budget_and_seed_on_the_kept_labels_only_then_resum
         quality = json.loads((out / "round1_tiny_cnn" / "pseudo_quality.json").read_text())
         known = hidden | set(read_truth([p.truth for p in experiment.pools if p.truth], ["modern", "old"]))
         assert quality["all"]["n"] == len(known & table)
-    assert (curve_dir / "labels-all" / "seed-1" / "round1_tiny_cnn" / "metrics.json").exists()
-    assert not (curve_dir / "labels-all" / "split.csv").exists()
+    # 'all' is the experiment itself: its runs are those of `run --seeds`, not trained again.
+    all_runs = Path(experiment.output) / "seed-1"
+    assert (all_runs / "round1_tiny_cnn" / "metrics.json").exists() and not (curve_dir / "labels-all").exists()
+    trained = _mtimes(all_runs)
+    run_experiment(experiment, seeds=[1])
+    assert _mtimes(all_runs) == trained and len(trained) == 7
 
     assert result["seeds"] == [1] and [b["n_labels"] for b in result["budgets"]] == [6, 30]
     for row in result["rows"]:
-        run = curve_dir / f"labels-{row['budget']}" / "seed-1" / row["run"]
+        budget_dir = Path(experiment.output) if row["budget"] == ALL else curve_dir / f"labels-{row['budget']}"
+        run = budget_dir / "seed-1" / row["run"]
         assert row["roc_auc"] == [json.loads((run / "metrics.json").read_text())["roc_auc"]] and row["n_seeds"] == 1
     student = {row["budget"]: row for row in result["rows"] if row["run"] == "round1_tiny_cnn"}
     assert student["6"]["pseudo_accuracy"]["all"] == quality["all"]["accuracy"]
-    quality_all = json.loads((curve_dir / "labels-all" / "seed-1" / "round1_tiny_cnn" / "pseudo_quality.json").read_text())
+    quality_all = json.loads((all_runs / "round1_tiny_cnn" / "pseudo_quality.json").read_text())
     assert student[ALL]["pseudo_accuracy"]["all"] == quality_all["all"]["accuracy"]   # the demo pool's own truth
     table = (curve_dir / "curve.md").read_text()
     assert (curve_dir / "curve.png").exists() and "| 6 | teacher |" in table and "(1 seed) |" in table
 
-    before = _mtimes(curve_dir)
+    before = {**_mtimes(curve_dir), **_mtimes(all_runs)}
     assert len(before) == 2 * 7   # per chain: 2 models, 4 metrics, 1 table
     run_curve(experiment, [6, ALL], seeds=[1], out=curve_dir)
-    assert _mtimes(curve_dir) == before                          # resumed: nothing trained again
+    assert {**_mtimes(curve_dir), **_mtimes(all_runs)} == before                          # resumed: nothing trained again
 
     with pytest.raises(CurveError, match="labels-6/split.csv: written for another subset"):
         run_curve(experiment.model_copy(update={"seed": 1}), [6], seeds=[1], out=curve_dir)
@@ -183,7 +190,7 @@ def test_a_curve_trains_every_budget_and_seed_on_the_kept_labels_only_then_resum
         update={"train": recipe.train.model_copy(update={"phase1_lr": 0.5})})})
     with pytest.raises(RunChangedError, match="round0_teacher: was started with another config"):
         run_curve(changed, [6, ALL], seeds=[1], out=curve_dir)
-    assert _mtimes(curve_dir) == before                          # refused before any work
+    assert {**_mtimes(curve_dir), **_mtimes(all_runs)} == before                          # refused before any work
 
 
 # --------------------------------------------------------------------------- the command
