@@ -191,16 +191,17 @@ def main(argv=None) -> None:
             bench.log(f"seed {seed}: not finished, not recorded")
             continue
         bench.log(f"seed {seed}: recorded -> {record_seed(summary, records, seed)}")
-        summaries = recorded(records)
-        result = write_seed_report(summaries, records)
-        shares = class_shares(summaries)
-        text = section(experiment, result, shares, summaries[min(summaries)].get("positive_class"), started_on,
-                       records)
-        if not args.no_report:
-            replace_section(args.report, f"{SECTION_TITLE}: {experiment.name}", text)
-        print(text)
-    if not recorded(records):
+    summaries = recorded(records)
+    if not summaries:
         sys.exit(f"{records}: no finished seed recorded yet")
+    # Written from the records every time, not only when a seed was added: the section can be
+    # rebuilt (say, after a format change) without training anything.
+    result = write_seed_report(summaries, records)
+    text = section(experiment, result, class_shares(summaries), summaries[min(summaries)].get("positive_class"),
+                   started_on, records)
+    if not args.no_report:
+        replace_section(args.report, f"{SECTION_TITLE}: {experiment.name}", text)
+    print(text)
 
 
 if __name__ == "__main__":
