@@ -175,7 +175,6 @@ def main(argv=None) -> None:
     started_on = bench.machine()
     from pseudolabel.config import load_experiment
     from pseudolabel.rounds import run_experiment
-    from pseudolabel.seeds import write_seed_report
 
     experiment = load_experiment(args.experiment)
     records = args.records / experiment.name
@@ -191,11 +190,19 @@ def main(argv=None) -> None:
             bench.log(f"seed {seed}: not finished, not recorded")
             continue
         bench.log(f"seed {seed}: recorded -> {record_seed(summary, records, seed)}")
-    summaries = recorded(records)
-    if not summaries:
+        report(experiment, args, records, started_on)   # after every seed: a cut session keeps it
+    if not recorded(records):
         sys.exit(f"{records}: no finished seed recorded yet")
-    # Written from the records every time, not only when a seed was added: the section can be
-    # rebuilt (say, after a format change) without training anything.
+    # Once more from the records, also when no seed was added: the section can be rebuilt (say,
+    # after a format change) without training anything.
+    report(experiment, args, records, started_on)
+
+
+def report(experiment, args, records: Path, started_on: str) -> None:
+    """seeds.md / seeds.json beside the records and the experiment's section of BENCHMARKS.md."""
+    from pseudolabel.seeds import write_seed_report
+
+    summaries = recorded(records)
     result = write_seed_report(summaries, records)
     text = section(experiment, result, class_shares(summaries), summaries[min(summaries)].get("positive_class"),
                    started_on, records)
