@@ -94,6 +94,47 @@ def test_algorithm_is_one_line_or_a_table_validated_at_read_time(tmp_path):
             validate(StudentRecipe, values, source="r.toml")
 
 
+def test_set_overrides_the_algorithm_whichever_form_the_recipe_uses(tmp_path):
+    import click
+    from click.testing import CliRunner
+
+    from pseudolabel.cli import main
+    from pseudolabel.cli.common import parse_overrides
+    from pseudolabel.config import load_recipe
+
+    one_line, table, noisy = tmp_path / "one.toml", tmp_path / "table.toml", tmp_path / "noisy.toml"
+    one_line.write_text('algorithm = "fixmatch"\n[train]\nepochs = 2\n')
+    table.write_text('[algorithm]\nname = "fixmatch"\nmu = 2.0\nema_decay = 0.99\n')
+    noisy.write_text("[train]\nepochs = 2\n")
+
+    def algorithm(path, *items):
+        a = load_recipe(path, "student", parse_overrides(items)).algorithm
+        return a.name, a.threshold, a.mu, a.ema_decay
+
+    assert algorithm(one_line, "algorithm.threshold=0.9") == ("fixmatch", 0.9, 7.0, 0.0)
+    assert algorithm(table, "algorithm.threshold=0.9") == ("fixmatch", 0.9, 2.0, 0.99)
+    assert algorithm(one_line, "algorithm=flexmatch") == ("flexmatch", 0.95, 7.0, 0.0)
+    assert algorithm(table, "algorithm=flexmatch") == ("flexmatch", 0.95, 2.0, 0.99)   # the table's settings kept
+    assert algorithm(noisy, "algorithm=flexmatch") == ("flexmatch", 0.95, 7.0, 0.0)
+    assert algorithm(noisy, "algorithm.name=freematch", "algorithm.threshold=0.9") == ("freematch", 0.9, 7.0, 0.0)
+    assert algorithm(table, 'algorithm="flexmatch"', "train.epochs=1")[0] == "flexmatch"
+    for path in (one_line, table):
+        with pytest.raises(ConfigError) as error:
+            load_recipe(path, "student", parse_overrides(["algorithm.treshold=0.9"]))
+        line = str(error.value)
+        assert line.startswith(f"{path} (with overrides): unknown key 'algorithm.treshold'") and "\n" not in line
+    with pytest.raises(ConfigError, match="only for online algorithms, not 'noisy_student'"):
+        load_recipe(table, "student", parse_overrides(["algorithm=noisy_student"]))   # its table is FixMatch's
+    for items in (["algorithm=flexmatch", "algorithm.threshold=0.9"], ["algorithm.threshold=0.9", "algorithm=flexmatch"]):
+        with pytest.raises(click.BadParameter, match="set to a value and used as a table"):
+            parse_overrides(items)
+    out = tmp_path / "never"
+    result = CliRunner().invoke(main, ["student", "--recipe", str(one_line), "--out", str(out),
+                                       "--set", "algorithm.treshold=0.9"])
+    assert result.exit_code == 1 and "unknown key 'algorithm.treshold'" in result.output, result.output
+    assert str(one_line) in result.output and "Traceback" not in result.output and not out.exists()
+
+
 # --------------------------------------------------------------------------- the rules
 
 

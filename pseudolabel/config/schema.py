@@ -234,6 +234,12 @@ class Recipe(Table):
     path: Optional[str] = None    # the recipe file, recorded for provenance
     model: ModelConfig = ModelConfig()
 
+    @classmethod
+    def expand_shorthands(cls, values: Any) -> Any:
+        """`values` (a file's table or an override) with its one-line forms written as tables, so
+        that overrides merge key by key into the file whichever form either of them uses."""
+        return values
+
 
 class TeacherRecipe(Recipe):
     kind: Literal["teacher"] = "teacher"
@@ -251,12 +257,18 @@ class StudentRecipe(Recipe):
     train: StudentTrain = StudentTrain()
     noise: Noise = Noise()
 
-    @model_validator(mode="before")
     @classmethod
-    def _algorithm_by_name(cls, values: Any) -> Any:
+    def expand_shorthands(cls, values: Any) -> Any:
+        # `algorithm = "fixmatch"` is `[algorithm] name = "fixmatch"`: then `--set algorithm.threshold=0.9`
+        # keeps the name, and `--set algorithm=flexmatch` keeps a table's other hyper-parameters.
         if isinstance(values, dict) and isinstance(values.get("algorithm"), str):
             values = {**values, "algorithm": {"name": values["algorithm"]}}
         return values
+
+    @model_validator(mode="before")
+    @classmethod
+    def _algorithm_by_name(cls, values: Any) -> Any:
+        return cls.expand_shorthands(values)
 
     @model_serializer(mode="wrap")
     def _without_default_algorithm(self, handler) -> dict:
