@@ -37,7 +37,7 @@ from pseudolabel.students import batch_plan, pseudo_cache, set_trainable
 from pseudolabel.training import build_model, class_weights, keras_verbose
 
 # Keyword options of each algorithm class beyond the shared ones, read from `[algorithm]`.
-ALGORITHM_OPTIONS = {"flexmatch": ("threshold_warmup",), "freematch": ("threshold_momentum",)}
+ALGORITHM_OPTIONS = {"flexmatch": ("threshold_warmup",), "freematch": ("threshold_momentum", "fairness_weight")}
 
 
 def train_online_student(recipe, task, pools, run_dir, *, truth=None, restart: bool = False, verbose="auto",

@@ -214,6 +214,64 @@ def test_freematch_thresholds_are_the_ema_of_confidence_times_the_normalised_cla
     assert logs["threshold_1"] == pytest.approx(float(tau * local[1] / local.max()), rel=1e-5)
 
 
+def test_freematch_fairness_loss_is_lowest_for_a_balanced_masked_batch_and_ignores_unmasked_images():
+    from pseudolabel.algorithms.online import fairness_loss
+
+    uniform = tf.constant([0.5, 0.5])
+
+    def loss(p0, mask=None, class_probs=uniform, label_hist=uniform):
+        p = tf.constant(np.stack([p0, 1 - np.asarray(p0)], axis=1), tf.float32)
+        mask = tf.ones(len(p0)) if mask is None else tf.constant(mask, tf.float32)
+        return float(fairness_loss(p, mask, class_probs, label_hist))
+
+    balanced, collapsed = loss([0.9, 0.8, 0.1, 0.2]), loss([0.9, 0.8, 0.7, 0.95])
+    assert balanced == pytest.approx(math.log(2), rel=1e-5)   # the target's own entropy: its minimum
+    assert balanced < loss([0.9, 0.8, 0.7, 0.2]) < collapsed   # the more collapsed, the higher
+    assert loss([0.9, 0.8, 0.1, 0.2, 0.99, 0.97], mask=[1, 1, 1, 1, 0, 0]) == pytest.approx(balanced)
+    assert loss([0.9, 0.2], mask=[0, 0]) == 0.0
+    # The target is the EMAs' class_probs / label_hist, renormalised: a batch matching it is lowest.
+    target = dict(class_probs=tf.constant([0.6, 0.4]), label_hist=tf.constant([0.5, 0.5]))
+    assert loss([0.9, 0.8, 0.3, 0.2], **target) < loss([0.9, 0.8, 0.1, 0.2], **target)
+
+
+def test_freematch_fairness_gradient_pulls_the_normalised_batch_towards_the_target_not_away():
+    from pseudolabel.algorithms.online import fairness_loss
+
+    logits = tf.Variable([[2.0, 0.0], [1.5, 0.0], [1.0, 0.0], [0.0, 1.0]])   # 3 of 4 say class 0
+    uniform = tf.constant([0.5, 0.5])
+
+    def batch():   # the masked mean prediction with each class's share of the hard labels divided out
+        q = tf.reduce_mean(tf.nn.softmax(logits), axis=0).numpy() / np.array([0.75, 0.25])
+        return q / q.sum()
+
+    before = batch()
+    with tf.GradientTape() as tape:
+        value = fairness_loss(tf.nn.softmax(logits), tf.ones(4), uniform, uniform)
+    logits.assign_sub(0.5 * tape.gradient(value, logits))
+    assert abs(batch()[0] - 0.5) < abs(before[0] - 0.5)   # the paper's printed sign (-H) would push it away
+    assert float(fairness_loss(tf.nn.softmax(logits), tf.ones(4), uniform, uniform)) < float(value)
+
+
+def test_freematch_fairness_weight_adds_its_term_and_zero_keeps_todays_losses_and_state():
+    weak, strong = images([0.9, 0.97, 0.2]), images([0.6, 0.8, 0.4])
+    plain, zero = wrap(FreeMatch, threshold_momentum=0.5), wrap(FreeMatch, threshold_momentum=0.5, fairness_weight=0.0)
+    assert [w.name for w in zero.weights] == [w.name for w in plain.weights]   # backups load as before
+    logs_plain, logs_zero = step(plain, weak, strong), step(zero, weak, strong)
+    assert logs_zero == logs_plain and "fairness_loss" not in logs_zero
+    assert logs_zero["loss"] == pytest.approx(logs_zero["labeled_loss"] + logs_zero["unlabeled_loss"], rel=1e-6)
+    fair = wrap(FreeMatch, threshold_momentum=0.5, fairness_weight=0.5)
+    logs = step(fair, weak, strong)
+    assert logs["fairness_loss"] > 0 and logs["unlabeled_loss"] == pytest.approx(logs_plain["unlabeled_loss"])
+    assert logs["loss"] == pytest.approx(logs["labeled_loss"] + logs["unlabeled_loss"] + 0.5 * logs["fairness_loss"],
+                                         rel=1e-6)
+    # label_hist: the EMA of the weak views' hard-label histogram (2 of 3 say class 0), from 1/K
+    np.testing.assert_allclose(fair.label_hist.numpy(), 0.5 * 0.5 + 0.5 * np.array([2 / 3, 1 / 3]), rtol=1e-6)
+    with pytest.raises(ConfigError, match="fairness_weight: FreeMatch's fairness loss, not for 'fixmatch'"):
+        validate(StudentRecipe, {"algorithm": {"name": "fixmatch", "fairness_weight": 0.01}}, source="r.toml")
+    assert validate(StudentRecipe, {"algorithm": {"name": "freematch", "fairness_weight": 0.01}},
+                    source="r.toml").algorithm.fairness_weight == 0.01
+
+
 def test_unlabeled_weight_ramps_linearly_over_the_warmup():
     model = wrap(FixMatch, warmup_steps=4)
     ramps = []

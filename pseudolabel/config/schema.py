@@ -186,7 +186,9 @@ class AlgorithmConfig(Table):
     the weak view's probabilities (p^(1/T), renormalised) before confidence and argmax (1: as
     published). `ema_decay` > 0 keeps an exponential moving average of the weights, which is what
     is validated, evaluated and saved (0: off). `threshold_momentum`: FreeMatch's EMA of the
-    confidences; `threshold_warmup`: FlexMatch's normalisation by the not-yet-confident images."""
+    confidences; `threshold_warmup`: FlexMatch's normalisation by the not-yet-confident images;
+    `fairness_weight`: FreeMatch's fairness loss weight w_f (the paper: 0.01; 0, the default: off,
+    so a run started before the key existed resumes as what it was)."""
 
     name: str = "noisy_student"
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
@@ -197,6 +199,7 @@ class AlgorithmConfig(Table):
     ema_decay: Rate = 0.0
     threshold_momentum: Rate = 0.999
     threshold_warmup: bool = True
+    fairness_weight: Annotated[float, Field(ge=0.0)] = 0.0
     weak_augment: str = "weak"
     strong_augment: str = "strong"
 
@@ -218,6 +221,8 @@ class AlgorithmConfig(Table):
         if extra and not is_online(self.name):
             raise ValueError(f"{', '.join(extra)}: only for online algorithms, not '{self.name}' (set "
                              "[pseudo] and [train] for it)")
+        if self.fairness_weight > 0 and self.name != "freematch":
+            raise ValueError(f"fairness_weight: FreeMatch's fairness loss, not for '{self.name}'")
         return self
 
     @property
