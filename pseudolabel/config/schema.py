@@ -145,6 +145,9 @@ class StudentTrain(TrainCommon):
     lr: Positive = 1e-4
     patience: Count = 4
     unlabeled_ratio: Positive = 1.0
+    # None: an epoch covers the larger of the labeled and unlabeled sets once; N: N steps an epoch,
+    # so students of different algorithms (pools, tables) can get the same number of steps
+    steps_per_epoch: Optional[AtLeastOne] = None
     # "ratio": = unlabeled_ratio (the official loss: every image weighs the same), else a weight >= 0
     unlabeled_weight: Union[Literal["ratio"], Annotated[float, Field(ge=0.0)]] = "ratio"
     freeze_bn: bool = True
