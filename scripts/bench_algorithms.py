@@ -93,7 +93,7 @@ def base_experiment(args):
 
         path = write_demo(args.work / "quick-data", n_labeled=24, n_unlabeled=16, n_test=12, size=16, epochs=1)
         student = path.parent / "recipes" / "student.toml"
-        fast_teacher = {"teacher": {"overrides": {"train": {"phase1_epochs": 1, "phase2_epochs": 1}}}}
+        fast_teacher = {"teacher": {"overrides": {"train": {"phase1_epochs": 1, "phase2_epochs": 0}}}}
         return load_experiment(path, fast_teacher), {name: student for name in ALGORITHMS}
     recipes = {name: bench.REPO / "students" / (f"{name}_lite0.toml" if name in ONLINE else "efficientnet_lite0.toml")
                for name in ALGORITHMS}
