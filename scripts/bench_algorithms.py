@@ -31,8 +31,9 @@ section of BENCHMARKS.md (`--out`) is replaced: test ROC AUC mean +- sd per algo
 difference to the better supervised baseline, training time, and the goal line "at least one online
 algorithm beats the better supervised baseline on the mean of seeds": met / missed.
 
-`--quick`: the tiny synthetic demo task (tiny CNN, a few steps), records under WORK: checks that
-the script works in well under a minute; its figures mean nothing.
+`--quick`: the tiny synthetic demo task (tiny CNN, teacher phase 1 only, 2 steps a student),
+records under WORK/records: checks that the script works (tens of seconds per seed on a quiet
+machine, several minutes on a loaded one); its figures mean nothing.
 """
 
 from __future__ import annotations
