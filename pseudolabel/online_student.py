@@ -37,7 +37,7 @@ from pseudolabel.students import batch_plan, pseudo_cache, set_trainable
 from pseudolabel.training import build_model, class_weights, keras_verbose
 
 # Keyword options of each algorithm class beyond the shared ones, read from `[algorithm]`.
-ALGORITHM_OPTIONS = {"flexmatch": ("threshold_warmup",), "freematch": ("threshold_momentum",)}
+ALGORITHM_OPTIONS = {"flexmatch": ("threshold_warmup",), "freematch": ("threshold_momentum", "fairness_weight")}
 
 
 def train_online_student(recipe, task, pools, run_dir, *, truth=None, restart: bool = False, verbose="auto",
@@ -127,7 +127,7 @@ class OnlineStudentRun(TrainingRun):
         a, t = self.config.algorithm, self.config.train
         names = [str(c) for c in self.task.class_map.names]
         plan = batch_plan(len(task_subset(self.task, "train")[0]), len(self.pool_paths), t.batch_size, a.mu,
-                          replicas=distribute.num_replicas(self.strategy))
+                          replicas=distribute.num_replicas(self.strategy), steps=t.steps_per_epoch)
         scaled = t.model_copy(update=distribute.scaled_train_config(t.model_dump(), self.strategy, ("lr",)))
         self.cache = pseudo_cache(len(self.pool_paths), self.image_size, t.pseudo_cache_mb, self.path)
         algorithm = get_algorithm(a.name)

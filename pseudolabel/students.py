@@ -134,7 +134,7 @@ class StudentRun(TrainingRun):
         t = self.config.train
         num_classes = len(self.task.class_map.names)
         plan = batch_plan(len(task_subset(self.task, "train")[0]), len(pseudo_paths), t.batch_size, t.unlabeled_ratio,
-                          replicas=distribute.num_replicas(self.strategy))
+                          replicas=distribute.num_replicas(self.strategy), steps=t.steps_per_epoch)
         scaled = t.model_copy(update=distribute.scaled_train_config(t.model_dump(), self.strategy, ("lr",)))
         self.cache = pseudo_cache(len(pseudo_paths), self.image_size, t.pseudo_cache_mb, self.path)
         train_ds, val_ds, train_y = self.datasets(pseudo_paths, pseudo_targets, plan)
@@ -205,16 +205,18 @@ def set_trainable(student, *, freeze_bn: bool, unfreeze_blocks: int | str = "all
             layer.trainable = True
 
 
-def batch_plan(n_labeled: int, n_pseudo: int, batch_size: int, ratio: float, replicas: int = 1) -> dict:
+def batch_plan(n_labeled: int, n_pseudo: int, batch_size: int, ratio: float, replicas: int = 1,
+               steps: int | None = None) -> dict:
     """Labeled batch b, pseudo-labeled batch round(ratio * b) (>= 1), and steps so that one epoch
-    covers the larger of the two sets once. `batch_size` is per replica: the batches returned are
-    global (x `replicas`), so every replica gets b and round(ratio * b) images of each step."""
+    covers the larger of the two sets once (or `steps`, `train.steps_per_epoch`). `batch_size` is per
+    replica: the batches returned are global (x `replicas`), so every replica gets b and
+    round(ratio * b) images of each step."""
     if batch_size < 1 or ratio <= 0:
         raise ValueError(f"batch_size must be >= 1 and unlabeled_ratio > 0, got {batch_size}, {ratio}")
     if n_labeled < 1 or n_pseudo < 1:
         raise ValueError(f"need labeled and pseudo-labeled images, got {n_labeled} and {n_pseudo}")
     labeled, unlabeled = batch_size * replicas, max(1, round(ratio * batch_size)) * replicas
-    steps = max(math.ceil(n_labeled / labeled), math.ceil(n_pseudo / unlabeled))
+    steps = steps or max(math.ceil(n_labeled / labeled), math.ceil(n_pseudo / unlabeled))
     return {"labeled_batch": int(labeled), "unlabeled_batch": int(unlabeled), "steps_per_epoch": int(steps),
             "n_labeled": int(n_labeled), "n_pseudo": int(n_pseudo), "replicas": int(replicas)}
 

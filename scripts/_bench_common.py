@@ -77,6 +77,30 @@ def append_report(path: Path, section: str) -> None:
     atomic_write_text(path, head.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n")
 
 
+def display(path: Path) -> str:
+    """`path` relative to the checkout when it lies inside it (for report lines), else as given."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def replace_section(path: Path, title: str, text: str) -> None:
+    """Put `text` in place of the section of BENCHMARKS.md whose heading starts with `## title (`,
+    or append it when there is none."""
+    from pseudolabel.rundir import atomic_write_text
+
+    current = path.read_text() if path.exists() else REPORT_HEAD
+    head = f"## {title} ("
+    start = current.find(head)
+    if start < 0:
+        append_report(path, text)
+        return
+    end = current.find("\n## ", start + 1)
+    rest = "" if end < 0 else current[end + 1:]
+    atomic_write_text(path, current[:start] + text.rstrip("\n") + "\n\n" + rest)
+
+
 def add_report_args(parser, default_report: Path = DEFAULT_REPORT) -> None:
     """`--out FILE` (the Markdown file the section is appended to) and `--quick`."""
     parser.add_argument("--out", dest="report", type=Path, default=default_report,

@@ -136,7 +136,7 @@ def section(experiment, result: dict, shares: dict, positive, started_on: str, r
     body = seeds_markdown(result).split("\n", 2)[2].replace("\n## ", "\n### ")
     return "\n".join([
         *bench.section_head(f"{SECTION_TITLE}: {experiment.name}", bench.command_line(), started_on,
-                            f"Recorded seeds {result['seeds']} (records: {display(records)}/, one "
+                            f"Recorded seeds {result['seeds']} (records: {bench.display(records)}/, one "
                             "comparison summary per seed; each seed's chain ran on this machine, possibly in "
                             "another session, with other work beside it)"),
         body.rstrip("\n"), "",
@@ -145,29 +145,6 @@ def section(experiment, result: dict, shares: dict, positive, started_on: str, r
         *share_table(shares), "",
         "Goals (mean over the recorded seeds):", "",
         *(f"- {line}" for line in goals(result, shares, positive)), ""])
-
-
-def display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(bench.REPO))
-    except ValueError:
-        return str(path)
-
-
-def replace_section(path: Path, title: str, text: str) -> None:
-    """Put `text` in place of the section of BENCHMARKS.md whose heading starts with `## title (`,
-    or append it when there is none."""
-    from pseudolabel.rundir import atomic_write_text
-
-    current = path.read_text() if path.exists() else bench.REPORT_HEAD
-    head = f"## {title} ("
-    start = current.find(head)
-    if start < 0:
-        bench.append_report(path, text)
-        return
-    end = current.find("\n## ", start + 1)
-    rest = "" if end < 0 else current[end + 1:]
-    atomic_write_text(path, current[:start] + text.rstrip("\n") + "\n\n" + rest)
 
 
 def main(argv=None) -> None:
@@ -207,7 +184,7 @@ def report(experiment, args, records: Path, started_on: str) -> None:
     text = section(experiment, result, class_shares(summaries), summaries[min(summaries)].get("positive_class"),
                    started_on, records)
     if not args.no_report:
-        replace_section(args.report, f"{SECTION_TITLE}: {experiment.name}", text)
+        bench.replace_section(args.report, f"{SECTION_TITLE}: {experiment.name}", text)
     print(text)
 
 

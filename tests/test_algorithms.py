@@ -94,6 +94,47 @@ def test_algorithm_is_one_line_or_a_table_validated_at_read_time(tmp_path):
             validate(StudentRecipe, values, source="r.toml")
 
 
+def test_set_overrides_the_algorithm_whichever_form_the_recipe_uses(tmp_path):
+    import click
+    from click.testing import CliRunner
+
+    from pseudolabel.cli import main
+    from pseudolabel.cli.common import parse_overrides
+    from pseudolabel.config import load_recipe
+
+    one_line, table, noisy = tmp_path / "one.toml", tmp_path / "table.toml", tmp_path / "noisy.toml"
+    one_line.write_text('algorithm = "fixmatch"\n[train]\nepochs = 2\n')
+    table.write_text('[algorithm]\nname = "fixmatch"\nmu = 2.0\nema_decay = 0.99\n')
+    noisy.write_text("[train]\nepochs = 2\n")
+
+    def algorithm(path, *items):
+        a = load_recipe(path, "student", parse_overrides(items)).algorithm
+        return a.name, a.threshold, a.mu, a.ema_decay
+
+    assert algorithm(one_line, "algorithm.threshold=0.9") == ("fixmatch", 0.9, 7.0, 0.0)
+    assert algorithm(table, "algorithm.threshold=0.9") == ("fixmatch", 0.9, 2.0, 0.99)
+    assert algorithm(one_line, "algorithm=flexmatch") == ("flexmatch", 0.95, 7.0, 0.0)
+    assert algorithm(table, "algorithm=flexmatch") == ("flexmatch", 0.95, 2.0, 0.99)   # the table's settings kept
+    assert algorithm(noisy, "algorithm=flexmatch") == ("flexmatch", 0.95, 7.0, 0.0)
+    assert algorithm(noisy, "algorithm.name=freematch", "algorithm.threshold=0.9") == ("freematch", 0.9, 7.0, 0.0)
+    assert algorithm(table, 'algorithm="flexmatch"', "train.epochs=1")[0] == "flexmatch"
+    for path in (one_line, table):
+        with pytest.raises(ConfigError) as error:
+            load_recipe(path, "student", parse_overrides(["algorithm.treshold=0.9"]))
+        line = str(error.value)
+        assert line.startswith(f"{path} (with overrides): unknown key 'algorithm.treshold'") and "\n" not in line
+    with pytest.raises(ConfigError, match="only for online algorithms, not 'noisy_student'"):
+        load_recipe(table, "student", parse_overrides(["algorithm=noisy_student"]))   # its table is FixMatch's
+    for items in (["algorithm=flexmatch", "algorithm.threshold=0.9"], ["algorithm.threshold=0.9", "algorithm=flexmatch"]):
+        with pytest.raises(click.BadParameter, match="set to a value and used as a table"):
+            parse_overrides(items)
+    out = tmp_path / "never"
+    result = CliRunner().invoke(main, ["student", "--recipe", str(one_line), "--out", str(out),
+                                       "--set", "algorithm.treshold=0.9"])
+    assert result.exit_code == 1 and "unknown key 'algorithm.treshold'" in result.output, result.output
+    assert str(one_line) in result.output and "Traceback" not in result.output and not out.exists()
+
+
 # --------------------------------------------------------------------------- the rules
 
 
@@ -171,6 +212,64 @@ def test_freematch_thresholds_are_the_ema_of_confidence_times_the_normalised_cla
     local = 0.5 * local + 0.5 * np.array([np.mean([0.62, 0.99]), np.mean([0.38, 0.01])])
     np.testing.assert_allclose(model.thresholds().numpy(), tau * local / local.max(), rtol=1e-5)
     assert logs["threshold_1"] == pytest.approx(float(tau * local[1] / local.max()), rel=1e-5)
+
+
+def test_freematch_fairness_loss_is_lowest_for_a_balanced_masked_batch_and_ignores_unmasked_images():
+    from pseudolabel.algorithms.online import fairness_loss
+
+    uniform = tf.constant([0.5, 0.5])
+
+    def loss(p0, mask=None, class_probs=uniform, label_hist=uniform):
+        p = tf.constant(np.stack([p0, 1 - np.asarray(p0)], axis=1), tf.float32)
+        mask = tf.ones(len(p0)) if mask is None else tf.constant(mask, tf.float32)
+        return float(fairness_loss(p, mask, class_probs, label_hist))
+
+    balanced, collapsed = loss([0.9, 0.8, 0.1, 0.2]), loss([0.9, 0.8, 0.7, 0.95])
+    assert balanced == pytest.approx(math.log(2), rel=1e-5)   # the target's own entropy: its minimum
+    assert balanced < loss([0.9, 0.8, 0.7, 0.2]) < collapsed   # the more collapsed, the higher
+    assert loss([0.9, 0.8, 0.1, 0.2, 0.99, 0.97], mask=[1, 1, 1, 1, 0, 0]) == pytest.approx(balanced)
+    assert loss([0.9, 0.2], mask=[0, 0]) == 0.0
+    # The target is the EMAs' class_probs / label_hist, renormalised: a batch matching it is lowest.
+    target = dict(class_probs=tf.constant([0.6, 0.4]), label_hist=tf.constant([0.5, 0.5]))
+    assert loss([0.9, 0.8, 0.3, 0.2], **target) < loss([0.9, 0.8, 0.1, 0.2], **target)
+
+
+def test_freematch_fairness_gradient_pulls_the_normalised_batch_towards_the_target_not_away():
+    from pseudolabel.algorithms.online import fairness_loss
+
+    logits = tf.Variable([[2.0, 0.0], [1.5, 0.0], [1.0, 0.0], [0.0, 1.0]])   # 3 of 4 say class 0
+    uniform = tf.constant([0.5, 0.5])
+
+    def batch():   # the masked mean prediction with each class's share of the hard labels divided out
+        q = tf.reduce_mean(tf.nn.softmax(logits), axis=0).numpy() / np.array([0.75, 0.25])
+        return q / q.sum()
+
+    before = batch()
+    with tf.GradientTape() as tape:
+        value = fairness_loss(tf.nn.softmax(logits), tf.ones(4), uniform, uniform)
+    logits.assign_sub(0.5 * tape.gradient(value, logits))
+    assert abs(batch()[0] - 0.5) < abs(before[0] - 0.5)   # the paper's printed sign (-H) would push it away
+    assert float(fairness_loss(tf.nn.softmax(logits), tf.ones(4), uniform, uniform)) < float(value)
+
+
+def test_freematch_fairness_weight_adds_its_term_and_zero_keeps_todays_losses_and_state():
+    weak, strong = images([0.9, 0.97, 0.2]), images([0.6, 0.8, 0.4])
+    plain, zero = wrap(FreeMatch, threshold_momentum=0.5), wrap(FreeMatch, threshold_momentum=0.5, fairness_weight=0.0)
+    assert [w.name for w in zero.weights] == [w.name for w in plain.weights]   # backups load as before
+    logs_plain, logs_zero = step(plain, weak, strong), step(zero, weak, strong)
+    assert logs_zero == logs_plain and "fairness_loss" not in logs_zero
+    assert logs_zero["loss"] == pytest.approx(logs_zero["labeled_loss"] + logs_zero["unlabeled_loss"], rel=1e-6)
+    fair = wrap(FreeMatch, threshold_momentum=0.5, fairness_weight=0.5)
+    logs = step(fair, weak, strong)
+    assert logs["fairness_loss"] > 0 and logs["unlabeled_loss"] == pytest.approx(logs_plain["unlabeled_loss"])
+    assert logs["loss"] == pytest.approx(logs["labeled_loss"] + logs["unlabeled_loss"] + 0.5 * logs["fairness_loss"],
+                                         rel=1e-6)
+    # label_hist: the EMA of the weak views' hard-label histogram (2 of 3 say class 0), from 1/K
+    np.testing.assert_allclose(fair.label_hist.numpy(), 0.5 * 0.5 + 0.5 * np.array([2 / 3, 1 / 3]), rtol=1e-6)
+    with pytest.raises(ConfigError, match="fairness_weight: FreeMatch's fairness loss, not for 'fixmatch'"):
+        validate(StudentRecipe, {"algorithm": {"name": "fixmatch", "fairness_weight": 0.01}}, source="r.toml")
+    assert validate(StudentRecipe, {"algorithm": {"name": "freematch", "fairness_weight": 0.01}},
+                    source="r.toml").algorithm.fairness_weight == 0.01
 
 
 def test_unlabeled_weight_ramps_linearly_over_the_warmup():

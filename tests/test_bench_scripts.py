@@ -13,7 +13,7 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 BENCHES = ["bench_pipeline.py", "bench_tutorial.py", "bench_scale.py", "profile_student.py", "bench_teacher.py",
-           "bench_near_duplicates.py", "seed_benchmark.py", "select_teacher_recipe.py"]
+           "bench_near_duplicates.py", "seed_benchmark.py", "select_teacher_recipe.py", "bench_algorithms.py"]
 sys.path.insert(0, str(SCRIPTS))
 
 import _bench_common as bc  # noqa: E402
@@ -155,3 +155,65 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     assert text.count("## Repeated seeds") == 1 and "0.790 ± 0.014" in text   # still counted from the records
     # Its subsections stay inside it: rewriting it leaves no stray copy behind.
     assert text.count("Choosing by validation") == 1 and "\n### Choosing by validation" in text
+
+
+def _record(run, seed, auc):
+    return {"run": run, "seed": seed, "roc_auc": auc, "train_s": 60.0 * (seed + 1)}
+
+
+def test_algorithm_benchmark_summary_pairs_each_algorithm_with_the_better_baseline():
+    import bench_algorithms
+
+    aucs = {"teacher": [0.80, 0.78], "probe": [0.83, 0.82], "noisy_student": [0.90, 0.88],
+            "fixmatch": [0.84, 0.80], "freematch": [0.81]}
+    found = {run: {s: _record(run, s, a) for s, a in enumerate(values)} for run, values in aucs.items()}
+    result = bench_algorithms.summarize(found)
+    rows = {row["run"]: row for row in result["rows"]}
+    assert result["better_baseline"] == "probe" and rows["probe"]["roc_auc_mean"] == pytest.approx(0.825)
+    assert rows["fixmatch"]["delta_better_mean"] == pytest.approx(-0.005)      # (+0.01 - 0.02) / 2
+    assert rows["freematch"]["delta_better_mean"] == pytest.approx(-0.02) and rows["freematch"]["paired_seeds"] == [0]
+    assert rows["teacher"]["train_s_mean"] == 90.0
+    # noisy_student beats the baseline but is not online: the goal is about the online ones
+    assert not result["goal_met"] and result["best_online"]["run"] == "fixmatch"
+    assert "**missed** (best online: fixmatch -0.005; on 2 of 3 seeds so far)" in bench_algorithms.goal_line(result, 3)
+    found["flexmatch"] = {0: _record("flexmatch", 0, 0.86), 1: _record("flexmatch", 1, 0.83)}
+    result = bench_algorithms.summarize(found)
+    assert result["goal_met"] and "**met** (best online: flexmatch +0.020" in bench_algorithms.goal_line(result, 2)
+    assert "not decided yet" in bench_algorithms.goal_line(bench_algorithms.summarize({"teacher": found["teacher"]}), 2)
+
+
+def test_algorithm_benchmark_records_pairs_writes_its_section_and_resumes(tmp_path):
+    """--quick on the tiny demo: every finished (algorithm, seed) and the seed's teacher and probe
+    are recorded, the section replaced; a rerun skips the recorded pairs and adds only the new one."""
+    import bench_algorithms
+
+    work, report = tmp_path / "work", tmp_path / "bench.md"
+    bc.append_report(report, "## Online algorithms: demo (2026-01-01 00:00)\n\nold figures\n")
+    bc.append_report(report, "## After (2026-01-01 00:00)\n\nkept\n")
+    args = ["--quick", "--work", str(work), "--seeds", "0", "--out", str(report)]
+    bench_algorithms.main([*args, "--algorithms", "noisy_student,fixmatch"])
+    records = work / "records" / "demo"
+    names = sorted(p.name for p in records.glob("*.json"))
+    assert names == ["budget.json", "fixmatch-seed-0.json", "noisy_student-seed-0.json", "probe-seed-0.json",
+                     "teacher-seed-0.json"]
+    fixmatch = json.loads((records / "fixmatch-seed-0.json").read_text())
+    assert fixmatch["run_dir"] == "round1_fixmatch_tiny_cnn" and fixmatch["batches"]["steps_per_epoch"] == 2
+    assert fixmatch["batches"]["unlabeled_batch"] == 2 * fixmatch["batches"]["labeled_batch"]   # the same budget
+    noisy = json.loads((records / "noisy_student-seed-0.json").read_text())
+    assert noisy["batches"]["unlabeled_batch"] == fixmatch["batches"]["unlabeled_batch"] and noisy["epochs"] == 1
+    text = report.read_text()
+    assert "old figures" not in text and text.count("## Online algorithms: demo") == 1 and "kept" in text
+    assert "| fixmatch | 0 |" in text and "2 optimizer steps" in text and "QUICK" in text
+    assert "at least one online algorithm beats the better supervised baseline" in text
+
+    before = {p.name: p.read_text() for p in records.glob("*.json")}
+    import shutil
+    shutil.rmtree(work / "demo" / "seed-0" / "round1_fixmatch_tiny_cnn")   # gone: the record still counts
+    bench_algorithms.main([*args, "--algorithms", "noisy_student,fixmatch,pseudo_label"])
+    assert not (work / "demo" / "seed-0" / "round1_fixmatch_tiny_cnn").exists()   # not run again
+    assert all((records / name).read_text() == content for name, content in before.items())
+    assert (records / "pseudo_label-seed-0.json").exists()
+    assert "| pseudo_label | 0 |" in report.read_text() and "| fixmatch | 0 |" in report.read_text()
+    from types import SimpleNamespace
+    with pytest.raises(SystemExit, match="made with budget"):   # records of another budget do not mix
+        bench_algorithms.check_budget(records, SimpleNamespace(epochs=3, steps=2, batch=4, mu=2.0))

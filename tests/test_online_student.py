@@ -96,7 +96,7 @@ def test_online_student_trains_from_labels_and_pools_and_logs_its_pseudo_labels(
 
 
 @pytest.mark.parametrize("name, table", [("pseudo_label", ""), ("flexmatch", "threshold = 0.7\nmu = 1.0\n"),
-                                         ("freematch", "threshold_momentum = 0.9\nwarmup_steps = 3\n")])
+                                         ("freematch", "threshold_momentum = 0.9\nwarmup_steps = 3\nfairness_weight = 0.01\n")])
 def test_every_online_algorithm_runs_from_the_student_command(demo, tmp_path, name, table):
     experiment_file, recipes = demo
     out = tmp_path / name
@@ -107,6 +107,7 @@ def test_every_online_algorithm_runs_from_the_student_command(demo, tmp_path, na
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["algorithm"]["name"] == name and "test ROC AUC" in result.output
     assert "pseudo_accuracy" in history(out)[0]   # the demo pool's truth, from the experiment
+    assert ("fairness_loss" in history(out)[0]) == ("fairness_weight" in table)
 
 
 def test_student_command_says_what_each_kind_of_recipe_needs(demo, tmp_path):

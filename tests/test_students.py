@@ -94,6 +94,7 @@ def test_pseudo_batch_is_ratio_times_the_labeled_batch(monkeypatch):
     assert plan["steps_per_epoch"] == max(-(-30 // 8), -(-100 // 24)) == 5
     assert batch_plan(100, 10, 8, 0.5)["unlabeled_batch"] == 4
     assert batch_plan(100, 10, 8, 0.5)["steps_per_epoch"] == 13  # the labeled set is the larger
+    assert batch_plan(100, 10, 8, 0.5, steps=3)["steps_per_epoch"] == 3  # train.steps_per_epoch: a fixed budget
     assert batch_plan(5, 5, 2, 0.1)["unlabeled_batch"] == 1
     # Inside the step: the concatenated forward pass holds b + round(ratio * b) images.
     seen = []

@@ -22,11 +22,13 @@ beta_c = sigma_c / max(max_c' sigma_c', n_unused) (warm-up; without it / max_c' 
 the pool images whose latest confident (>= threshold) prediction is c. `FreeMatch` (Wang et al.
 2023) a global threshold tau (EMA of the mean confidence, from 1/K) times a local one,
 p_c / max_c' p_c' with p the EMA of the mean probability vector (from 1/K); the EMA momentum is
-`threshold_momentum`. FreeMatch's self-adaptive fairness loss is NOT implemented.
+`threshold_momentum`. With `fairness_weight` w_f > 0 FreeMatch adds its self-adaptive fairness
+term, w_f x `fairness_loss` (below), to every step's loss (not ramped, as in the reference code).
 
 Under a tf.distribute strategy every replica all-gathers the confidences, labels and indices of
 the global unlabeled batch before updating the thresholds, so they move exactly as on one device,
-and the losses are per-replica means scaled by `replica_share` (the global-batch mean's gradient).
+and the losses are per-replica means scaled by `replica_share` (the global-batch mean's gradient);
+FreeMatch's fairness term is computed on each replica's own batch, as the reference code does.
 State variables (thresholds, memories, the EMA weights) are weights of the wrapper: checkpoints
 and backups keep them, so a resumed run continues with them.
 
@@ -72,7 +74,8 @@ class OnlineAlgorithm(keras.Model):
                             for i, v in enumerate(student.trainable_variables)] if self.ema_decay > 0 else []
         self.init_state(**options)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in
-                         ("loss", "labeled_loss", "unlabeled_loss", "lambda_u", "above_threshold")}
+                         ("loss", "labeled_loss", "unlabeled_loss", "lambda_u", "above_threshold",
+                          *self.auxiliary_loss_names())}
         self.class_trackers = [keras.metrics.Mean(name=f"above_threshold_{metric_name(c)}") for c in self.class_names]
         self.accuracy_tracker = keras.metrics.CategoricalAccuracy(name="accuracy")
         self.built = student.built
@@ -101,6 +104,14 @@ class OnlineAlgorithm(keras.Model):
         """`[K]` confidence each pseudo-label class needs now."""
         return tf.fill([self.num_classes], tf.constant(self.threshold, tf.float32))
 
+    def auxiliary_loss_names(self) -> tuple[str, ...]:
+        """The algorithm's own loss terms (logged unweighted, as history.csv columns); none by default."""
+        return ()
+
+    def auxiliary_losses(self, p_train, label, mask) -> dict:
+        """{name: (weight, value)} of the algorithm's own loss terms on the unlabeled batch."""
+        return {}
+
     # ------------------------------------------------------------------ the step
 
     def unlabeled_ramp(self):
@@ -122,6 +133,9 @@ class OnlineAlgorithm(keras.Model):
             unlabeled_loss = tf.reduce_sum(mask * per_image) / tf.cast(n_u, tf.float32)
             weight = self.lambda_u * self.unlabeled_ramp()
             loss = labeled_loss + weight * unlabeled_loss
+            auxiliary = self.auxiliary_losses(p_train, label, mask)
+            for term_weight, value in auxiliary.values():
+                loss = loss + term_weight * value
             if self.student.losses:
                 loss = loss + tf.add_n(self.student.losses)
             scaled_loss = self.optimizer.scale_loss(replica_share(loss))   # see NoisyStudent.train_step
@@ -130,7 +144,7 @@ class OnlineAlgorithm(keras.Model):
         self.update_ema()
         self.steps.assign_add(1)
         for name, value in (("loss", loss), ("labeled_loss", labeled_loss), ("unlabeled_loss", unlabeled_loss),
-                            ("lambda_u", weight)):
+                            ("lambda_u", weight), *((n, v) for n, (_, v) in auxiliary.items())):
             self.trackers[name].update_state(value)
         self.trackers["above_threshold"].update_state(mask)
         for k, tracker in enumerate(self.class_trackers):
@@ -236,24 +250,78 @@ class FlexMatch(OnlineAlgorithm):
 
 
 class FreeMatch(OnlineAlgorithm):
-    """FreeMatch (Wang et al. 2023): self-adaptive thresholds, global x local (module doc); the
-    fairness loss is not implemented."""
+    """FreeMatch (Wang et al. 2023): self-adaptive thresholds, global x local (module doc), and with
+    `fairness_weight` > 0 its self-adaptive fairness loss (`fairness_loss`), whose target needs
+    `label_hist`, the EMA (same momentum) of the histogram of the weak views' hard labels."""
 
-    def init_state(self, threshold_momentum: float = 0.999) -> None:
-        self.momentum = float(threshold_momentum)
-        self.global_threshold = self._state("global_threshold", (), "float32", 1.0 / self.num_classes)
-        self.class_probs = self._state("class_probs", (self.num_classes,), "float32", 1.0 / self.num_classes)
+    def init_state(self, threshold_momentum: float = 0.999, fairness_weight: float = 0.0) -> None:
+        self.momentum, self.fairness_weight = float(threshold_momentum), float(fairness_weight)
+        uniform = 1.0 / self.num_classes
+        self.global_threshold = self._state("global_threshold", (), "float32", uniform)
+        self.class_probs = self._state("class_probs", (self.num_classes,), "float32", uniform)
+        # Only with the loss: without it the wrapper's weights (checkpoints, backups) stay as they were.
+        self.label_hist = self._state("label_hist", (self.num_classes,), "float32", uniform) if self.fairness else None
+
+    @property
+    def fairness(self) -> bool:
+        return self.fairness_weight > 0
 
     def update_thresholds(self, confidence, label, probs, index) -> None:
         m = self.momentum
         self.global_threshold.assign(m * self.global_threshold + (1.0 - m) * tf.reduce_mean(confidence))
         self.class_probs.assign(m * self.class_probs + (1.0 - m) * tf.reduce_mean(probs, axis=0))
+        if self.fairness:
+            self.label_hist.assign(m * self.label_hist + (1.0 - m) * class_histogram(label, self.num_classes))
+
+    def auxiliary_loss_names(self) -> tuple[str, ...]:
+        return ("fairness_loss",) if self.fairness else ()
+
+    def auxiliary_losses(self, p_train, label, mask) -> dict:
+        if not self.fairness:
+            return {}
+        return {"fairness_loss": (self.fairness_weight,
+                                  fairness_loss(p_train, mask, self.class_probs, self.label_hist))}
 
     def thresholds(self):
         return self.global_threshold * self.class_probs / tf.reduce_max(self.class_probs)
 
 
 # --------------------------------------------------------------------------- pieces
+
+
+def fairness_loss(p_strong, mask, class_probs, label_hist):
+    """FreeMatch's self-adaptive fairness term: the cross-entropy H(target, batch) of
+
+        batch  = SumNorm(mean of p(strong) over the masked images / their hard-label histogram)
+        target = SumNorm(class_probs / label_hist)     (the EMAs of the weak views; no gradient)
+
+    so it is smallest (H(target)) when the masked strong views' mean prediction, with each class's
+    share of the hard labels divided out, matches the target, and large when the batch collapses
+    onto fewer classes than the target holds. Both are the paper's (Eq. 11, and the reference
+    code's `entropy_loss`), but the paper writes L_f = -H(.,.), which minimised pushes the two
+    apart (its sign as printed contradicts its aim; USB issue #182): this is the sign that pulls
+    them together. Histogram divisions are constants (1/0 -> 0, a class no image chose counts 0),
+    as in the reference code. 0 when no image is masked in."""
+    k = p_strong.shape[-1]
+    selected = tf.boolean_mask(p_strong, mask > 0)
+
+    def loss():
+        hist = class_histogram(tf.argmax(selected, axis=-1, output_type=tf.int32), k)
+        batch = sum_norm(tf.reduce_mean(selected, axis=0) * tf.stop_gradient(tf.math.divide_no_nan(1.0, hist)))
+        target = tf.stop_gradient(sum_norm(class_probs * tf.math.divide_no_nan(1.0, label_hist)))
+        return -tf.reduce_sum(target * tf.math.log(batch + 1e-12))
+
+    return tf.cond(tf.shape(selected)[0] > 0, loss, lambda: tf.constant(0.0, tf.float32))
+
+
+def class_histogram(label, num_classes: int):
+    """`[K]` share of each class among the hard labels `label`."""
+    counts = tf.math.bincount(label, minlength=num_classes, maxlength=num_classes, dtype=tf.float32)
+    return counts / tf.maximum(tf.reduce_sum(counts), 1.0)
+
+
+def sum_norm(x):
+    return x / tf.reduce_sum(x, axis=-1, keepdims=True)
 
 
 def unpack_online_batch(data):

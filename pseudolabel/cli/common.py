@@ -264,5 +264,9 @@ def parse_overrides(items) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise click.BadParameter(f"{key}: '{part}' is set to a value and used as a table", param_hint="--set")
+        if isinstance(node.get(leaf), dict) and not isinstance(value, dict):
+            # the other order of the same clash (`algorithm.threshold=0.9 algorithm=flexmatch`): refused, not lost
+            raise click.BadParameter(f"{key}: set to a value and used as a table (set {key}.KEY=VALUE instead)",
+                                     param_hint="--set")
         node[leaf] = value
     return out

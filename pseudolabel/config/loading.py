@@ -5,7 +5,8 @@ experiment (`experiments/*.toml`) names the data, the pools, the teacher recipe,
 recipes and the pseudo-labeling settings. There is one way to override a value: a nested table
 merged over the file's own before validation (`[teacher.overrides]` / `[students.overrides]` in an
 experiment, `--set KEY=VALUE` on the command line, `overrides=` in Python), so an override is
-checked exactly like the file.
+checked exactly like the file. One-line forms (`algorithm = "fixmatch"`) are expanded into their
+tables on both sides first (`Recipe.expand_shorthands`), so either form overrides either form.
 
 Paths: every relative path is relative to the folder of the file that names it (a recipe's
 `weights`; an experiment's `data.root`, `data.labels`, `data.split`, pool paths, recipes and
@@ -68,8 +69,10 @@ def load_recipe(path: str | Path, kind: str = "teacher", overrides: dict | None 
     raw = read_toml(path)
     _refuse_reserved(raw, ("kind", "path"), str(path))
     source = f"{path} (with overrides)" if overrides else str(path)
-    values = {**merge_overrides(raw, overrides), "kind": kind, "path": str(path.resolve())}
-    return validate(RECIPES[kind], values, source=source, base=path.resolve().parent)
+    schema = RECIPES[kind]
+    merged = merge_overrides(schema.expand_shorthands(raw), schema.expand_shorthands(overrides))
+    values = {**merged, "kind": kind, "path": str(path.resolve())}
+    return validate(schema, values, source=source, base=path.resolve().parent)
 
 
 def load_experiment(path: str | Path, overrides: dict | None = None) -> Experiment:

@@ -145,6 +145,9 @@ class StudentTrain(TrainCommon):
     lr: Positive = 1e-4
     patience: Count = 4
     unlabeled_ratio: Positive = 1.0
+    # None: an epoch covers the larger of the labeled and unlabeled sets once; N: N steps an epoch,
+    # so students of different algorithms (pools, tables) can get the same number of steps
+    steps_per_epoch: Optional[AtLeastOne] = None
     # "ratio": = unlabeled_ratio (the official loss: every image weighs the same), else a weight >= 0
     unlabeled_weight: Union[Literal["ratio"], Annotated[float, Field(ge=0.0)]] = "ratio"
     freeze_bn: bool = True
@@ -186,7 +189,9 @@ class AlgorithmConfig(Table):
     the weak view's probabilities (p^(1/T), renormalised) before confidence and argmax (1: as
     published). `ema_decay` > 0 keeps an exponential moving average of the weights, which is what
     is validated, evaluated and saved (0: off). `threshold_momentum`: FreeMatch's EMA of the
-    confidences; `threshold_warmup`: FlexMatch's normalisation by the not-yet-confident images."""
+    confidences; `threshold_warmup`: FlexMatch's normalisation by the not-yet-confident images;
+    `fairness_weight`: FreeMatch's fairness loss weight w_f (the paper: 0.01; 0, the default: off,
+    so a run started before the key existed resumes as what it was)."""
 
     name: str = "noisy_student"
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.95
@@ -197,6 +202,7 @@ class AlgorithmConfig(Table):
     ema_decay: Rate = 0.0
     threshold_momentum: Rate = 0.999
     threshold_warmup: bool = True
+    fairness_weight: Annotated[float, Field(ge=0.0)] = 0.0
     weak_augment: str = "weak"
     strong_augment: str = "strong"
 
@@ -218,6 +224,8 @@ class AlgorithmConfig(Table):
         if extra and not is_online(self.name):
             raise ValueError(f"{', '.join(extra)}: only for online algorithms, not '{self.name}' (set "
                              "[pseudo] and [train] for it)")
+        if self.fairness_weight > 0 and self.name != "freematch":
+            raise ValueError(f"fairness_weight: FreeMatch's fairness loss, not for '{self.name}'")
         return self
 
     @property
@@ -233,6 +241,12 @@ class Recipe(Table):
     kind: str
     path: Optional[str] = None    # the recipe file, recorded for provenance
     model: ModelConfig = ModelConfig()
+
+    @classmethod
+    def expand_shorthands(cls, values: Any) -> Any:
+        """`values` (a file's table or an override) with its one-line forms written as tables, so
+        that overrides merge key by key into the file whichever form either of them uses."""
+        return values
 
 
 class TeacherRecipe(Recipe):
@@ -251,12 +265,18 @@ class StudentRecipe(Recipe):
     train: StudentTrain = StudentTrain()
     noise: Noise = Noise()
 
-    @model_validator(mode="before")
     @classmethod
-    def _algorithm_by_name(cls, values: Any) -> Any:
+    def expand_shorthands(cls, values: Any) -> Any:
+        # `algorithm = "fixmatch"` is `[algorithm] name = "fixmatch"`: then `--set algorithm.threshold=0.9`
+        # keeps the name, and `--set algorithm=flexmatch` keeps a table's other hyper-parameters.
         if isinstance(values, dict) and isinstance(values.get("algorithm"), str):
             values = {**values, "algorithm": {"name": values["algorithm"]}}
         return values
+
+    @model_validator(mode="before")
+    @classmethod
+    def _algorithm_by_name(cls, values: Any) -> Any:
+        return cls.expand_shorthands(values)
 
     @model_serializer(mode="wrap")
     def _without_default_algorithm(self, handler) -> dict:
