@@ -5,10 +5,11 @@ faint texture, under heavy nuisance variation (colours, position, size, blobs, n
 learn from 150 labeled training images. Three models are trained and compared on one test split:
 the two-phase teacher, the labels-only control (`[baselines] labels_only_student`: the student's
 recipe, noise and training length on the labels alone) and the Noisy Student trained on labels +
-the pool's pseudo-labels. The control answers "did the pool help, or the student's recipe?"; it
-is also the stronger of the two labels-only models (the two-phase teacher, made for pretrained
-backbones, keeps its BatchNorm statistics frozen, which holds a randomly initialised CNN back), so
-it labels the pool (`first_teacher = "labels_only"`). README "Quick start: the demo" has the
+the pool's pseudo-labels. The control answers "did the pool help, or the student's recipe?"; it is
+also the stronger of the two labels-only models (the two-phase teacher is made for pretrained
+backbones: its head first learns a random backbone's features, then it fine-tunes with every
+BatchNorm in inference mode, and on this randomly initialised CNN it ends well behind), so it
+labels the pool (`first_teacher = "labels_only"`). README "Quick start: the demo" has the
 measured figures.
 
 It writes everything a real experiment has, so a newcomer can read and reuse the files:
