@@ -1,11 +1,16 @@
 """`pseudolabel demo`: the whole method end to end on synthetic images, in minutes on a CPU.
 
-The task (`synthetic.texture_image`): two classes that differ only by the fineness of a faint
-texture, under heavy nuisance variation (colours, position, size, blobs, noise), hard for a
-teacher that sees a few dozen labeled images. The student ends ahead of the teacher on every seed
-tried, but honestly: a control student with the same recipe and NO pseudo-labels
-(`unlabeled_weight = 0`) did as well or better, so on this task the gain comes from the
-student's longer, noisier training, not from the pool (README, "The demo").
+The task (`synthetic.texture_image`, at `TASK`): two classes that differ only by the fineness of a
+faint texture, under heavy nuisance variation (colours, position, size, blobs, noise), hard to
+learn from 150 labeled training images. Three models are trained and compared on one test split:
+the two-phase teacher, the labels-only control (`[baselines] labels_only_student`: the student's
+recipe, noise and training length on the labels alone) and the Noisy Student trained on labels +
+the pool's pseudo-labels. The control answers "did the pool help, or the student's recipe?"; it is
+also the stronger of the two labels-only models (the two-phase teacher is made for pretrained
+backbones: its head first learns a random backbone's features, then it fine-tunes with every
+BatchNorm in inference mode, and on this randomly initialised CNN it ends well behind), so it
+labels the pool (`first_teacher = "labels_only"`). README "Quick start: the demo" has the
+measured figures.
 
 It writes everything a real experiment has, so a newcomer can read and reuse the files:
 OUT/data (images, labels.csv, pool_truth.csv: the pool's true classes, which the report measures
@@ -78,10 +83,22 @@ truth = {truth}   # the pool's true classes: the report measures the pseudo-labe
 
 [teacher]
 recipe = {teacher}
-
+{baselines}
 [students]
 recipes = [{student}]
+{first_teacher}"""
+
+# The control (`pseudolabel demo` turns it on): the student's recipe on the labels alone, which
+# then labels the pool too, being a stronger teacher than the two-phase one (made for pretrained
+# backbones: its frozen BatchNorm statistics hold a randomly initialised CNN back).
+CONTROL_BASELINE = """
+[baselines]
+labels_only_student = true      # the student's recipe on the labels alone: did the pool help, or the recipe?
 """
+CONTROL_TEACHES = 'first_teacher = "labels_only"   # round 1 is taught by it: the best model of the labels alone\n'
+
+# The texture task's difficulty (`synthetic.texture_image`): two periods 1.6x apart, a faint grating.
+TASK = {"period_ratio": 1.6, "contrast": [20, 45], "noise": [12, 28]}
 
 SETTINGS_FILE = "demo.json"
 
@@ -90,9 +107,10 @@ class DemoError(ValueError):
     """OUT holds something other than the demo asked for."""
 
 
-def demo_settings(*, n_labeled: int, n_unlabeled: int, n_test: int, size: int, epochs: int, seed: int) -> dict:
+def demo_settings(*, n_labeled: int, n_unlabeled: int, n_test: int, size: int, epochs: int, seed: int,
+                  control: bool) -> dict:
     return {"kind": "texture", "n_labeled": n_labeled, "n_unlabeled": n_unlabeled, "n_test": n_test,
-            "size": size, "epochs": epochs, "seed": seed}
+            "size": size, "epochs": epochs, "seed": seed, "task": TASK, "control": control}
 
 
 def check_out_dir(out: Path, settings: dict) -> bool:
@@ -112,12 +130,15 @@ def check_out_dir(out: Path, settings: dict) -> bool:
 
 
 def write_demo(out: str | Path, *, n_labeled: int = 200, n_unlabeled: int = 2000, n_test: int = 300,
-               size: int = 32, epochs: int = 10, seed: int = 0) -> Path:
+               size: int = 32, epochs: int = 10, seed: int = 0, control: bool = False) -> Path:
     """Write the demo's data, split, recipes and experiment; return the experiment path.
 
     `n_labeled` images (three quarters train, a quarter validation) are all the teacher learns
     from; `n_test` more labeled images are the fixed test split; `n_unlabeled` form the pool.
-    Rewriting OUT with the same settings leaves it as it is; other settings raise DemoError.
+    `control` (on in `run_demo` and `pseudolabel demo`; off here, so the tests that build small
+    experiments from the demo train no extra model): the labels-only student, which then also
+    labels the pool. Rewriting OUT with the same settings leaves it as it is; other settings raise
+    DemoError.
     """
     from pseudolabel.data import ClassMap, make_split, read_labels_csv, write_split
     from pseudolabel.rundir import atomic_write_json, atomic_write_text
@@ -125,13 +146,14 @@ def write_demo(out: str | Path, *, n_labeled: int = 200, n_unlabeled: int = 2000
 
     out = Path(out).resolve()
     settings = demo_settings(n_labeled=n_labeled, n_unlabeled=n_unlabeled, n_test=n_test, size=size,
-                             epochs=epochs, seed=seed)
+                             epochs=epochs, seed=seed, control=control)
     experiment = out / "experiment.toml"
     if check_out_dir(out, settings) and experiment.is_file():
         return experiment
     total = n_labeled + n_test
     labels_csv = write_synthetic_dataset(out / "data", n_labeled=total, n_unlabeled=n_unlabeled,
-                                         size=size, seed=seed, kind="texture", truth_names=("modern", "old"))
+                                         size=size, seed=seed, kind="texture", truth_names=("modern", "old"),
+                                         draw_options=TASK)
     class_map = ClassMap(names=["old", "modern"], mapping={"M": "modern", "O": "old"}, positive="modern")
     labeled = read_labels_csv(labels_csv, class_map=class_map)
     split = make_split(labeled, class_map, test_size=n_test / total, val_size=0.25 * n_labeled / total, seed=seed)
@@ -142,18 +164,21 @@ def write_demo(out: str | Path, *, n_labeled: int = 200, n_unlabeled: int = 2000
     paths = {"output": out / "runs", "root": out / "data", "labels": labels_csv.resolve(), "split": out / "split.csv",
              "pool": out / "data" / "Pool", "truth": out / "data" / "pool_truth.csv", "teacher": out / "recipes" / "teacher.toml",
              "student": out / "recipes" / "student.toml"}
-    atomic_write_text(experiment, EXPERIMENT.format(seed=seed, **{k: json.dumps(str(v)) for k, v in paths.items()}))
+    atomic_write_text(experiment, EXPERIMENT.format(
+        seed=seed, baselines=CONTROL_BASELINE if control else "", first_teacher=CONTROL_TEACHES if control else "",
+        **{k: json.dumps(str(v)) for k, v in paths.items()}))
     atomic_write_json(out / SETTINGS_FILE, settings)  # last: its presence means the demo's files are complete
     return experiment
 
 
-def run_demo(out: str | Path, **kwargs) -> dict:
-    """Write (or find) the demo in OUT and run it; print the results table; return the summary."""
+def run_demo(out: str | Path, *, control: bool = True, **kwargs) -> dict:
+    """Write (or find) the demo in OUT (with the labels-only control unless `control=False`) and
+    run it; print the results table; return the summary."""
     from pseudolabel.config import load_experiment
     from pseudolabel.report import format_results_table
     from pseudolabel.rounds import run_experiment
 
-    experiment = write_demo(out, **kwargs)
+    experiment = write_demo(out, control=control, **kwargs)
     summary = run_experiment(load_experiment(experiment))
     if summary is not None:  # None on a non-chief worker, which writes no report
         print("\n" + format_results_table(summary))

@@ -19,7 +19,8 @@ from pseudolabel.distribute import replica_share
 
 @keras.saving.register_keras_serializable(package="pseudolabel")
 class NoisyStudent(keras.Model):
-    """Trains `student` on `((x_l, y_l), (x_u, y_u))` batches; evaluates on `(x, y)` batches.
+    """Trains `student` on `((x_l, y_l), (x_u, y_u))` batches (or labeled `(x_l, y_l)` batches
+    alone: the labels-only control); evaluates on `(x, y)` batches.
 
     `y_l` are one-hot (or smoothed) labels, `y_u` soft pseudo-label targets, both `[B, K]`.
     `class_weight` (`[K]`, optional) weights each labeled image by its class: per-sample weight
@@ -58,8 +59,10 @@ class NoisyStudent(keras.Model):
 
     def train_step(self, data):
         (x_l, y_l, w_l), (x_u, y_u) = _unpack_train_batch(data)
-        y_l, y_u = tf.cast(y_l, tf.float32), tf.cast(y_u, tf.float32)
-        use_unlabeled = self.unlabeled_weight != 0.0  # a Python constant: decided when tracing
+        y_l = tf.cast(y_l, tf.float32)
+        # Python constants, decided when tracing: a labeled-only batch has no pseudo-labeled part.
+        use_unlabeled = self.unlabeled_weight != 0.0 and x_u is not None
+        y_u = tf.cast(y_u, tf.float32) if use_unlabeled else None
         n_l = tf.shape(x_l)[0]
         with tf.GradientTape() as tape:
             x = tf.concat([x_l, x_u], axis=0) if use_unlabeled else x_l
@@ -115,7 +118,11 @@ class NoisyStudent(keras.Model):
 
 
 def _unpack_train_batch(data):
-    """((x_l, y_l[, w_l]), (x_u, y_u)) -> ((x_l, y_l, w_l or None), (x_u, y_u))."""
+    """((x_l, y_l[, w_l]), (x_u, y_u)) -> ((x_l, y_l, w_l or None), (x_u, y_u)); a labeled batch
+    alone, (x_l, y_l[, w_l]) (the labels-only control), -> ((x_l, y_l, w_l or None), (None, None))."""
+    if not isinstance(data[0], (tuple, list)):
+        x_l, y_l, *rest = data
+        return (x_l, y_l, rest[0] if rest else None), (None, None)
     labeled, unlabeled = data
     x_l, y_l, *rest = labeled
     x_u, y_u = unlabeled[0], unlabeled[1]

@@ -168,6 +168,7 @@ def compare_runs(run_dirs: Sequence, out_dir, *, baseline=None, n_resamples: int
     probs = {run.name: _aligned_probs(run, order) for run in runs}
     pos = positive_index(runs)
     rows = [_row(run, y, probs[run.name], probs[base.name], run is base, pos, n_resamples, seed) for run in runs]
+    add_labels_only_differences(rows, y, probs, pos, n_resamples, seed)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -235,6 +236,29 @@ def _row(run: LoadedRun, y, probs, base_probs, is_baseline: bool, pos, n_resampl
         row.update(delta_auc=paired["diff"], delta_auc_ci=[paired["ci_low"], paired["ci_high"]],
                    p_value=paired["p_value"], test=paired["test"])
     return row
+
+
+LABELS_ONLY_PREFIX = "baseline_labels_only_"   # rounds.labels_only_baseline: a student recipe on the labels alone
+
+
+def is_student_run(name: str) -> bool:
+    """round<N>_... with N >= 1: a student of `rounds`."""
+    prefix = name.partition("_")[0]
+    return prefix.startswith("round") and prefix[5:].isdigit() and int(prefix[5:]) >= 1
+
+
+def add_labels_only_differences(rows: list[dict], y, probs: dict, pos, n_resamples: int, seed: int) -> None:
+    """Each student row gets `vs_labels_only`: its paired AUC difference to the labels-only control
+    (the same recipe without the pool), when the comparison holds one: the pool's own share of a gain."""
+    control = next((row["run"] for row in rows if row["run"].startswith(LABELS_ONLY_PREFIX)), None)
+    if control is None:
+        return
+    for row in rows:
+        if is_student_run(row["run"]):
+            paired = ev.paired_auc_difference(y, probs[control], probs[row["run"]], n_resamples=n_resamples,
+                                              seed=seed, positive_index=pos)
+            row["vs_labels_only"] = {"run": control, "delta_auc": paired["diff"], "p_value": paired["p_value"],
+                                     "delta_auc_ci": [paired["ci_low"], paired["ci_high"]], "test": paired["test"]}
 
 
 # --------------------------------------------------------------------------- formatting
@@ -352,6 +376,12 @@ def summary_sentences(result: dict) -> list[str]:
     for row in rows[1:]:
         text.append(f"{row['run']} ({row['model']}): ΔAUC {_fmt_ci(row['delta_auc'], row['delta_auc_ci'], signed=True)}, "
                     f"p {format_p(row['p_value'])}: {_verdict(row)}.")
+    for row in rows:
+        if "vs_labels_only" in row:
+            control = row["vs_labels_only"]
+            text.append(f"{row['run']} vs {control['run']} (the same recipe on the labels alone: what the pool "
+                        f"added): ΔAUC {_fmt_ci(control['delta_auc'], control['delta_auc_ci'], signed=True)}, "
+                        f"p {format_p(control['p_value'])}: {_verdict(control).replace('the baseline', 'it')}.")
     return text
 
 
@@ -411,8 +441,11 @@ code {{ background: #f4f4f4; padding: 0 0.2em; }}
 
 def run_role(run_name: str, model: str) -> str:
     """'teacher, tiny_cnn' / 'student round 2, efficientnet_lite1' / 'fixmatch student round 3, ...'
-    for the run directories of `rounds` (round0_teacher, round<N>_<backbone>, an online student's
-    round<N>_<algorithm>_<backbone>); the backbone alone for any other run."""
+    / 'labels-only student, tiny_cnn' for the run directories of `rounds` (round0_teacher,
+    round<N>_<backbone>, an online student's round<N>_<algorithm>_<backbone>,
+    baseline_labels_only_<backbone>); the backbone alone for any other run."""
+    if run_name.startswith(LABELS_ONLY_PREFIX):
+        return f"labels-only student, {model}"
     prefix, _, rest = run_name.partition("_")
     if prefix.startswith("round") and prefix[5:].isdigit() and rest:
         n = int(prefix[5:])
@@ -430,18 +463,35 @@ def format_results_table(summaries) -> str:
     if not summaries:
         raise ReportError("no summaries to tabulate")
     baseline = summaries[0]["baseline"]
+    control = next((row["run"] for row in summaries[0]["rows"] if row["run"].startswith(LABELS_ONLY_PREFIX)), None)
     if len(summaries) == 1:
         header = ["run", "model", "test ROC AUC [95% CI]", f"ΔAUC vs {baseline} [95% CI]"]
         body = [[row["run"], run_role(row["run"], row["model"]), _fmt_ci(row["roc_auc"], row["roc_auc_ci"]),
                  "baseline" if row["baseline"] else format_difference(row["delta_auc"], row["delta_auc_ci"])]
-                for row in summaries[0]["rows"]]
+                + ([_control_cell([row])] if control else []) for row in summaries[0]["rows"]]
+        header += [f"ΔAUC vs {control} [95% CI]"] if control else []
     else:
         header = ["run", "model", "seeds", "test ROC AUC mean ± sd", f"ΔAUC vs {baseline} mean ± sd", "ahead"]
-        body = [_seed_cells(name, rows) for name, rows in _rows_by_run(summaries).items()]
+        body = [_seed_cells(name, rows) + ([_control_cell(rows)] if control else [])
+                for name, rows in _rows_by_run(summaries).items()]
+        header += [f"ΔAUC vs {control} mean ± sd, ahead"] if control else []
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines) + "\n"
+
+
+def _control_cell(rows: list[dict]) -> str:
+    """A student's difference to the labels-only control: with its 95% interval for one seed,
+    mean ± sd and wins over several; blank for the other runs."""
+    deltas = [row["vs_labels_only"] for row in rows if "vs_labels_only" in row]
+    if not deltas:
+        return ""
+    if len(deltas) == 1:
+        return format_difference(deltas[0]["delta_auc"], deltas[0]["delta_auc_ci"])
+    values = np.array([d["delta_auc"] for d in deltas], float)
+    decimals = difference_decimals(values.mean(), _sd(values))
+    return f"{values.mean():+.{decimals}f} ± {_sd(values):.{decimals}f}, {int((values > 0).sum())}/{len(values)}"
 
 
 def _rows_by_run(summaries: list[dict]) -> dict[str, list[dict]]:

@@ -143,7 +143,7 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
 
     from pseudolabel.online_student import OnlineStudentRun
     from pseudolabel.probe import SelfTrainingRun
-    from pseudolabel.students import StudentRun
+    from pseudolabel.students import LabelsOnlyStudentRun, StudentRun
 
     out = Path(experiment.output)
     if task.held_back and distribute.is_chief(strategy):
@@ -154,6 +154,8 @@ def run_rounds(experiment: Experiment, runs: list, task, pool_configs, strategy,
             run.pool_paths = [image for pool in pools for image in pool.images]
         if isinstance(run, OnlineStudentRun):
             run.truth = truth[1]   # measures its pseudo-labels per epoch; never trained on
+        if isinstance(run, LabelsOnlyStudentRun):
+            run.pool_size = sum(len(pool.images) for pool in pools)   # a count: its epochs' length
         if isinstance(run, StudentRun):
             state = run.status()
             if state in ("changed", "damaged"):
@@ -195,8 +197,9 @@ def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy
     teacher = TeacherRun(experiment.teacher_recipe, task, out / "round0_teacher", **options)
     baselines = plan_baselines(experiment, task, out, pool_configs, **options)
     runs = [teacher, *baselines]
-    if experiment.students.first_teacher == "self_training":
-        teacher = next(run for run in baselines if run.kind == "self_training")
+    first = {"self_training": "self_training", "labels_only": "labels_only_student"}.get(experiment.students.first_teacher)
+    if first:   # a baseline labels round 1's pools
+        teacher = next(run for run in baselines if run.kind == first)
     recipes = experiment.student_recipes if rounds is None else experiment.student_recipes[:rounds]
     for i, recipe in enumerate(recipes, start=1):
         if recipe.algorithm.online:   # labels the pools itself: no teacher, no table, teaches no one
@@ -219,8 +222,8 @@ def plan_runs(experiment: Experiment, task, out: Path, pool_configs, *, strategy
 
 def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, strategy, restart: bool) -> list:
     """The linear probe, the probe self-trained on the pools and (optionally) label spreading
-    (`[baselines]`), on the features of the teacher's backbone: what every semi-supervised gain is
-    stated against too."""
+    (`[baselines]`), on the features of the teacher's backbone, and (optionally) the first student
+    recipe on the labels alone: what every semi-supervised gain is stated against too."""
     from pseudolabel.config import LabelSpreadingConfig, SelfTrainingConfig
     from pseudolabel.probe import LabelSpreadingRun, ProbeRun, SelfTrainingRun
 
@@ -238,7 +241,23 @@ def plan_baselines(experiment: Experiment, task, out: Path, pool_configs, *, str
     if experiment.baselines.label_spreading:
         baselines.append(LabelSpreadingRun(LabelSpreadingConfig(**settings), task, out / "baseline_label_spreading",
                                            origin=origin, **options))
+    if experiment.baselines.labels_only_student:
+        baselines.append(labels_only_baseline(experiment, task, out, origin, **options))
     return baselines
+
+
+def labels_only_baseline(experiment: Experiment, task, out: Path, pools: list, *, strategy, restart: bool):
+    """`[baselines] labels_only_student`: the first Noisy Student recipe trained on the labels alone
+    (`students.LabelsOnlyStudentRun`), in OUTPUT/baseline_labels_only_<backbone>."""
+    from pseudolabel.config import ConfigError
+    from pseudolabel.students import LabelsOnlyStudentRun
+
+    recipe = next((r for r in experiment.student_recipes if not r.algorithm.online), None)
+    if recipe is None:
+        raise ConfigError(f"{experiment.path}: [baselines] labels_only_student = true needs a Noisy Student "
+                          "recipe in [students] recipes (an online algorithm's recipe has no labels-only form)")
+    return LabelsOnlyStudentRun(recipe, task, out / f"baseline_labels_only_{recipe.model.backbone}", pools=pools,
+                                strategy=strategy, restart=restart)
 
 
 def probe_folds(task, folds: int = ProbeConfig.model_fields["cv"].default) -> int:

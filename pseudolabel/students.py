@@ -88,9 +88,7 @@ class StudentRun(TrainingRun):
         return {**super().config_defaults(), "pseudo": PseudoConfig().model_dump(mode="json")}
 
     def build(self):
-        model = build_model(self.config, len(self.task.class_map.names), self.strategy)
-        set_trainable(model, freeze_bn=self.config.train.freeze_bn, unfreeze_blocks=self.config.train.unfreeze_blocks)
-        return model
+        return build_student(self.config, len(self.task.class_map.names), self.strategy)
 
     def prepare(self) -> None:
         class_names = [str(c) for c in self.task.class_map.names]
@@ -104,16 +102,7 @@ class StudentRun(TrainingRun):
         write_selected(self.file(SELECTED_TABLE), paths, targets, [str(c) for c in self.task.class_map.names])
         print(describe_selection(report))
         setup = self.training_setup(student, paths, targets)
-        resumed_at = resume_epoch(self.path)
-        if resumed_at is not None:
-            print(f"student: resuming from the backup at epoch {resumed_at + 1} ({self.file(BACKUP_DIR)})")
-        started = time.perf_counter()
-        history = setup.model.fit(setup.train_ds, validation_data=setup.val_ds, epochs=t.epochs,
-                                  steps_per_epoch=setup.plan["steps_per_epoch"],
-                                  callbacks=self.callbacks(monitor="val_loss", patience=t.patience, backup=True),
-                                  verbose=keras_verbose(self.verbose), shuffle=False)  # the datasets shuffle themselves
-        fit_s = time.perf_counter() - started
-        load_best(setup.model, self.path)   # into the wrapper, whose weights are the student's
+        epochs, resumed_at, fit_s = fit_resumable(self, setup)
         return {
             "n_images": {**self.task.split.sizes(), "pseudo_labeled": len(paths),
                          "pseudo_unique": report["selected"]["unique_images"]},
@@ -123,7 +112,7 @@ class StudentRun(TrainingRun):
             "unlabeled_weight": t.resolved_unlabeled_weight,
             "pseudo_cache": str(self.cache),
             "distribute": distribute.describe_training(self.strategy, setup.scaled.model_dump(), student),
-            "epochs": int(history.epoch[-1]) + 1 if history.epoch else resumed_at,
+            "epochs": epochs,
             "resumed_at_epoch": resumed_at,
             "timings": {"fit_s": round(fit_s, 2)},
         }
@@ -138,11 +127,8 @@ class StudentRun(TrainingRun):
         scaled = t.model_copy(update=distribute.scaled_train_config(t.model_dump(), self.strategy, ("lr",)))
         self.cache = pseudo_cache(len(pseudo_paths), self.image_size, t.pseudo_cache_mb, self.path)
         train_ds, val_ds, train_y = self.datasets(pseudo_paths, pseudo_targets, plan)
-        weights = class_weights(train_y, num_classes, t.class_weight)
-        with distribute.building(self.strategy, t.mixed_precision):  # its trackers and optimizer: in the scope
-            model = NoisyStudent(student, unlabeled_weight=t.resolved_unlabeled_weight,
-                                 class_weight=None if weights is None else [weights[k] for k in range(num_classes)])
-            model.compile(optimizer=keras.optimizers.Adam(scaled.lr))
+        model = compiled_student(student, self.config, train_y, num_classes, scaled.lr, self.strategy,
+                                 unlabeled_weight=t.resolved_unlabeled_weight)
         return SimpleNamespace(model=model, train_ds=train_ds, val_ds=val_ds, plan=plan, scaled=scaled)
 
     def cleanup(self) -> None:
@@ -170,7 +156,91 @@ class StudentRun(TrainingRun):
         return tf.data.Dataset.zip((labeled, pseudo)), val, np.asarray(train_y)
 
 
+class LabelsOnlyStudentRun(TrainingRun):
+    """The control that answers "did the pool help, or the student's recipe?": a Noisy Student
+    recipe trained on the labeled train split alone, with its model, noise, batch size, learning
+    rate, epochs and early stopping, and as many steps per epoch as a student over the pools takes
+    (`batch_plan` with the pools' image count in place of the pseudo-labels), so it differs from
+    that student only by the pseudo-labels. It never reads a pool image nor a pseudo-label table:
+    `pool_size` (set by `rounds` once the pools are prepared; 0: one pass over the labels) is a
+    count. `pools`: the pool configs, recorded in its config so a changed pool list is a change."""
+
+    kind = "labels_only_student"
+
+    def __init__(self, recipe, task, run_dir, *, pools=(), **options):
+        super().__init__(recipe, task, run_dir, **options)
+        self.pools = [p if isinstance(p, dict) else p.model_dump(mode="json") for p in pools]
+        self.pool_size = 0
+
+    def resolved_config(self) -> dict:
+        return {**self.config.model_dump(mode="json"), "labels_only": {"steps_as_over_pools": self.pools}}
+
+    def build(self):
+        return build_student(self.config, len(self.task.class_map.names), self.strategy)
+
+    def fit(self, student) -> dict:
+        from pseudolabel.pipeline import make_dataset
+
+        t, num_classes, size = self.config.train, len(self.task.class_map.names), self.image_size
+        train_paths, train_y = task_subset(self.task, "train")
+        val_paths, val_y = task_subset(self.task, "val")
+        plan = batch_plan(len(train_paths), max(self.pool_size, 1), t.batch_size, t.unlabeled_ratio,
+                          replicas=distribute.num_replicas(self.strategy), steps=t.steps_per_epoch)
+        plan.update(unlabeled_batch=0, n_pseudo=0, pool_images=int(self.pool_size))
+        scaled = t.model_copy(update=distribute.scaled_train_config(t.model_dump(), self.strategy, ("lr",)))
+        train_ds = make_dataset(train_paths, train_y, image_size=size, batch_size=plan["labeled_batch"], shuffle=True,
+                                seed=self.seed, augment=noise_augment(self.config, size, self.seed), cache="memory",
+                                repeat=True, drop_remainder=True, num_classes=num_classes)
+        val_ds = make_dataset(val_paths, val_y, image_size=size, batch_size=plan["labeled_batch"], shuffle=False,
+                              augment=None, cache="memory", repeat=False, num_classes=num_classes)
+        model = compiled_student(student, self.config, train_y, num_classes, scaled.lr, self.strategy,
+                                 unlabeled_weight=0.0)
+        setup = SimpleNamespace(model=model, train_ds=train_ds, val_ds=val_ds, plan=plan, scaled=scaled)
+        epochs, resumed_at, fit_s = fit_resumable(self, setup)
+        return {"n_images": {**self.task.split.sizes(), "pseudo_labeled": 0}, "batches": plan,
+                "unlabeled_weight": 0.0, "epochs": epochs, "resumed_at_epoch": resumed_at,
+                "distribute": distribute.describe_training(self.strategy, scaled.model_dump(), student),
+                "timings": {"fit_s": round(fit_s, 2)}}
+
+    def cleanup(self) -> None:
+        finish_backup(self.path)
+
+
 # --------------------------------------------------------------------------- pieces
+
+
+def build_student(recipe, num_classes: int, strategy):
+    """The student classifier of `recipe`, its trainable parts set (`set_trainable`)."""
+    model = build_model(recipe, num_classes, strategy)
+    set_trainable(model, freeze_bn=recipe.train.freeze_bn, unfreeze_blocks=recipe.train.unfreeze_blocks)
+    return model
+
+
+def compiled_student(student, recipe, train_y, num_classes: int, lr: float, strategy, *, unlabeled_weight: float):
+    """The compiled NoisyStudent around `student`, its labeled images class-weighted by the recipe."""
+    weights = class_weights(train_y, num_classes, recipe.train.class_weight)
+    with distribute.building(strategy, recipe.train.mixed_precision):  # its trackers and optimizer: in the scope
+        model = NoisyStudent(student, unlabeled_weight=unlabeled_weight,
+                             class_weight=None if weights is None else [weights[k] for k in range(num_classes)])
+        model.compile(optimizer=keras.optimizers.Adam(lr))
+    return model
+
+
+def fit_resumable(run: TrainingRun, setup) -> tuple:
+    """Fit `setup.model` for the recipe's epochs (resuming from the run's backup), the best epoch's
+    weights loaded after; (epochs trained, epoch resumed at or None, seconds)."""
+    t = run.config.train
+    resumed_at = resume_epoch(run.path)
+    if resumed_at is not None:
+        print(f"{run.kind}: resuming from the backup at epoch {resumed_at + 1} ({run.file(BACKUP_DIR)})")
+    started = time.perf_counter()
+    history = setup.model.fit(setup.train_ds, validation_data=setup.val_ds, epochs=t.epochs,
+                              steps_per_epoch=setup.plan["steps_per_epoch"],
+                              callbacks=run.callbacks(monitor="val_loss", patience=t.patience, backup=True),
+                              verbose=keras_verbose(run.verbose), shuffle=False)  # the datasets shuffle themselves
+    fit_s = time.perf_counter() - started
+    load_best(setup.model, run.path)   # into the wrapper, whose weights are the student's
+    return (int(history.epoch[-1]) + 1 if history.epoch else resumed_at), resumed_at, fit_s
 
 
 def select(table_path: Path, class_names: list[str], pseudo: PseudoConfig, *, seed: int, prior=None):

@@ -67,6 +67,7 @@ def write_synthetic_dataset(
     letters: str = "MO",
     kind: str = "stripes",
     truth_names: Sequence[str] | None = None,
+    draw_options: dict | None = None,
 ) -> Path:
     """Write a House-Rooms-shaped tree under `root` and return the labels CSV path.
 
@@ -74,10 +75,13 @@ def write_synthetic_dataset(
     root/Pool/img_{i}.jpg (unlabeled pool of the same classes, unlisted). `kind`: "stripes" or
     "texture" (see the module docstring). With `truth_names` (the class name of each letter), the
     pool's true classes go to root/pool_truth.csv (image,label; absolute paths, class names).
+    `draw_options`: keyword arguments of the kind's image function (the texture task's difficulty).
     """
+    import functools
+
     root = Path(root)
     rng = np.random.default_rng(seed)
-    draw = IMAGE_KINDS[kind]
+    draw = functools.partial(IMAGE_KINDS[kind], **(draw_options or {}))
     (root / "Labeled").mkdir(parents=True, exist_ok=True)
     (root / "Pool").mkdir(parents=True, exist_ok=True)
     rows = []

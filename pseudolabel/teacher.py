@@ -191,7 +191,8 @@ class TeacherRun(TrainingRun):
         num_classes = len(self.task.class_map.names)
         train_paths, train_y = task_subset(self.task, "train")
         val_paths, val_y = task_subset(self.task, "val")
-        augment = None if train.augment == "none" else get_augment(train.augment, self.image_size, seed=train.seed)
+        augment = None if train.augment == "none" else get_augment(
+            train.augment, self.image_size, magnitude=train.augment_magnitude, seed=train.seed)
         common = dict(image_size=self.image_size, batch_size=train.batch_size, cache="memory", repeat=False,
                       num_classes=num_classes)
         train_ds = make_dataset(train_paths, train_y, shuffle=True, seed=train.seed, augment=augment, **common)

@@ -118,10 +118,13 @@ class TeacherTrain(TrainCommon):
     cached train features (its BatchNorm standardizes as the probe's scaler does, its Dense holds
     the logistic regression), so phase 1 starts where the probe ends; `phase1_epochs` may be 0.
     `select`: what picks the best epoch over both phases (and stops early): "val_loss" or
-    "val_auc" (macro one-vs-rest ROC AUC on val; the starting head counts as a candidate)."""
+    "val_auc" (macro one-vs-rest ROC AUC on val; the starting head counts as a candidate).
+    `augment_magnitude`: the policy's magnitude (0-30; "randaugment" at 0 is crops and flips only),
+    so a teacher can get the very noise a student recipe gets (`[noise] randaugment_magnitude`)."""
 
     batch_size: AtLeastOne = 32
     augment: str = "teacher"      # augmentation policy (pseudolabel.augment) of phase 2
+    augment_magnitude: Annotated[float, Field(ge=0.0, le=30.0)] = 0.0
     feature_views: AtLeastOne = 1  # phase 1: 1 clean + (n-1) augmented cached feature sets
     phase1_epochs: Count = 60
     phase1_lr: Positive = 1e-3
@@ -137,6 +140,19 @@ class TeacherTrain(TrainCommon):
     @classmethod
     def _registered_augment(cls, value: str) -> str:
         return registered_augment(value)
+
+    @model_serializer(mode="wrap")
+    def _without_later_defaults(self, handler) -> dict:
+        # Keys added after runs were recorded are left out at their defaults, so every recorded
+        # teacher config (and every student's copy of its teacher's) stays the same.
+        data = handler(self)
+        for key, default in TEACHER_KEYS_ADDED.items():
+            if data.get(key) == default:
+                data.pop(key)
+        return data
+
+
+TEACHER_KEYS_ADDED = {"augment_magnitude": 0.0}
 
 
 class StudentTrain(TrainCommon):
@@ -324,6 +340,9 @@ class Baselines(Table):
     probe: bool = True
     self_training: bool = True
     label_spreading: bool = False
+    # The first Noisy Student recipe on the labeled train split alone (no pool, no pseudo-labels;
+    # its epochs as long as over the pools): did the pool help, or the student's recipe?
+    labels_only_student: bool = False
 
 
 # --------------------------------------------------------------------------- experiments
@@ -550,7 +569,9 @@ class StudentsRef(Table):
     student_teaches: bool = True     # each student labels the pools for the next round
     # Who labels the pools for round 1: the teacher, or the self-trained feature classifier
     # (baseline_self_training: the probe self-trained on the pools, exported as a Keras model).
-    first_teacher: Literal["teacher", "self_training"] = "teacher"
+    # Or the labels-only student (baseline_labels_only_<backbone>: the first student recipe on the
+    # labels alone), the strongest labels-only model when the teacher's recipe is the weaker one.
+    first_teacher: Literal["teacher", "self_training", "labels_only"] = "teacher"
     overrides: dict[str, Any] = {}   # merged over every student recipe
 
     @field_validator("recipes")
@@ -589,6 +610,8 @@ class Experiment(Table):
     def _first_teacher_is_run(self) -> "Experiment":
         if self.students.first_teacher == "self_training" and not self.baselines.self_training:
             raise ValueError("students.first_teacher = 'self_training' needs [baselines] self_training = true")
+        if self.students.first_teacher == "labels_only" and not self.baselines.labels_only_student:
+            raise ValueError("students.first_teacher = 'labels_only' needs [baselines] labels_only_student = true")
         return self
 
     @model_validator(mode="after")
