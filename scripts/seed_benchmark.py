@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import shutil
 import sys
 from pathlib import Path
 
@@ -54,10 +53,59 @@ def finished_summary(experiment, seed: int) -> Path | None:
 
 
 def record_seed(summary_file: Path, records: Path, seed: int) -> Path:
+    """The seed's comparison summary, with how its runs were trained (`trained_by`) added."""
+    from pseudolabel.rundir import atomic_write_json
+
     records.mkdir(parents=True, exist_ok=True)
     target = records / f"seed-{seed}.json"
-    shutil.copyfile(summary_file, target)
+    summary = json.loads(Path(summary_file).read_text())
+    atomic_write_json(target, {**summary, "trained_by": trained_by(summary)})
     return target
+
+
+def trained_by(summary: dict) -> list[dict]:
+    """Per run of the summary: the command its provenance.json names, when it started and when its
+    metrics were written (a resumed run: the command and start of its last attempt)."""
+    from datetime import datetime, timezone
+
+    out = []
+    for row in summary["rows"]:
+        run = Path(row.get("path") or "/nonexistent")
+        provenance, metrics = run / "provenance.json", run / "metrics.json"
+        if not (provenance.is_file() and metrics.is_file()):
+            continue
+        recorded_run = json.loads(provenance.read_text())
+        finished = datetime.fromtimestamp(metrics.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+        argv = list(recorded_run.get("command") or [])
+        if argv and Path(argv[0]).name == "__main__.py":   # python -m pseudolabel
+            argv[0] = Path(argv[0]).parent.name
+        out.append({"run": row["run"], "command": " ".join(argv),
+                    "started": recorded_run.get("started"), "finished": finished})
+    return out
+
+
+def backfill_trained_by(records: Path) -> None:
+    """Records made before `trained_by` existed get it while their run directories are still here."""
+    from pseudolabel.rundir import atomic_write_json
+
+    for path in sorted(records.glob("seed-*.json")):
+        summary = json.loads(path.read_text())
+        if "trained_by" not in summary and (found := trained_by(summary)):
+            atomic_write_json(path, {**summary, "trained_by": found})
+
+
+def trained_by_line(summaries: dict[int, dict]) -> str:
+    """"Trained by: seed 0: `command` (first start - last finish); ...", from the records."""
+    parts = []
+    for seed in sorted(summaries):
+        runs = summaries[seed].get("trained_by") or []
+        if not runs:
+            parts.append(f"seed {seed}: not recorded")
+            continue
+        commands = ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in runs))
+        first, last = min(r["started"] or r["finished"] for r in runs), max(r["finished"] for r in runs)
+        parts.append(f"seed {seed}: {commands} ({first[:16].replace('T', ' ')} - {last[:16].replace('T', ' ')} UTC)")
+    return "Trained by (each run's provenance.json; a resumed run counts from its last start): " + "; ".join(parts)
 
 
 def recorded(records: Path) -> dict[int, dict]:
@@ -128,7 +176,8 @@ def share_table(shares: dict) -> list[str]:
     return lines
 
 
-def section(experiment, result: dict, shares: dict, positive, started_on: str, records: Path) -> str:
+def section(experiment, result: dict, shares: dict, positive, started_on: str, records: Path,
+            trained: str = "") -> str:
     from pseudolabel.seeds import seeds_markdown
 
     # Without its "# Over seeds" heading, and its "## " subheadings one level down: inside
@@ -138,7 +187,7 @@ def section(experiment, result: dict, shares: dict, positive, started_on: str, r
         *bench.section_head(f"{SECTION_TITLE}: {experiment.name}", bench.command_line(), started_on,
                             f"Recorded seeds {result['seeds']} (records: {bench.display(records)}/, one "
                             "comparison summary per seed; each seed's chain ran on this machine, possibly in "
-                            "another session, with other work beside it)"),
+                            "another session, with other work beside it)", *([trained] if trained else [])),
         body.rstrip("\n"), "",
         "Predicted class share of each round's pseudo-labels (the teaching model's argmax over the pools, "
         "before selection), over the recorded seeds:", "",
@@ -179,10 +228,11 @@ def report(experiment, args, records: Path, started_on: str) -> None:
     """seeds.md / seeds.json beside the records and the experiment's section of BENCHMARKS.md."""
     from pseudolabel.seeds import write_seed_report
 
+    backfill_trained_by(records)
     summaries = recorded(records)
     result = write_seed_report(summaries, records)
     text = section(experiment, result, class_shares(summaries), summaries[min(summaries)].get("positive_class"),
-                   started_on, records)
+                   started_on, records, trained_by_line(summaries))
     if not args.no_report:
         bench.replace_section(args.report, f"{SECTION_TITLE}: {experiment.name}", text)
     print(text)

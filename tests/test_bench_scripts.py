@@ -128,7 +128,15 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     for seed, (aucs, share) in figures.items():
         report = Path(with_seed(experiment, seed).output) / "report"
         report.mkdir(parents=True)
-        (report / "compare.json").write_text(json.dumps(_summary(aucs, share)))
+        summary = _summary(aucs, share)
+        if seed == 0:   # one run directory left, as a run leaves it: its provenance names the command
+            run = report.parent / "round0_teacher"
+            run.mkdir()
+            (run / "provenance.json").write_text(json.dumps({"command": ["pseudolabel", "run", "x.toml"],
+                                                             "started": "2026-01-02T03:04:05+00:00"}))
+            (run / "metrics.json").write_text("{}")
+            summary["rows"][0]["path"] = str(run)
+        (report / "compare.json").write_text(json.dumps(summary))
     bench_md = tmp_path / "bench.md"
     bc.append_report(bench_md, "## Before (2026-01-01 00:00)\n\nkept\n")
     bc.append_report(bench_md, f"## Repeated seeds: {experiment.name} (2026-01-01 00:00)\n\nold figures\n")
@@ -147,6 +155,7 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     assert "teacher >= probe (mean): teacher 0.790, probe 0.825: **missed**" in section
     assert "round1_lite0 +0.045" in section and "+ 0.03, interval above 0" in section
     assert "'modern' share within 5% of the labeled prior (40.0%): **met**" in section   # (30% + 50%) / 2
+    assert "seed 0: `pseudolabel run x.toml` (2026-01-02 03:04 - " in section and "seed 1: not recorded" in section
 
     import shutil
     shutil.rmtree(Path(with_seed(experiment, 0).output))  # a new session: the run directories are gone
@@ -155,6 +164,7 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     assert text.count("## Repeated seeds") == 1 and "0.790 ± 0.014" in text   # still counted from the records
     # Its subsections stay inside it: rewriting it leaves no stray copy behind.
     assert text.count("Choosing by validation") == 1 and "\n### Choosing by validation" in text
+    assert "seed 0: `pseudolabel run x.toml` (2026-01-02 03:04 - " in text   # kept in the record
 
 
 def _record(run, seed, auc):
