@@ -94,17 +94,26 @@ def backfill_trained_by(records: Path) -> None:
             atomic_write_json(path, {**summary, "trained_by": found})
 
 
-def trained_by_line(summaries: dict[int, dict]) -> str:
-    """"Trained by: seed 0: `command` (first start - last finish); ...", from the records."""
-    parts = []
+HAND_NOTE = "trained_by.txt"   # beside the records: how seeds recorded before `trained_by` were trained
+
+
+def trained_by_line(summaries: dict[int, dict], records: Path) -> str:
+    """"Trained by: seed 0: `command` (first start - last finish); ...", from the records. Seeds
+    recorded without it (their run directories gone) are told by the hand-kept HAND_NOTE, if any."""
+    parts, untold = [], []
     for seed in sorted(summaries):
         runs = summaries[seed].get("trained_by") or []
         if not runs:
-            parts.append(f"seed {seed}: not recorded")
+            untold.append(str(seed))
             continue
         commands = ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in runs))
         first, last = min(r["started"] or r["finished"] for r in runs), max(r["finished"] for r in runs)
         parts.append(f"seed {seed}: {commands} ({first[:16].replace('T', ' ')} - {last[:16].replace('T', ' ')} UTC)")
+    if untold:
+        note = records / HAND_NOTE
+        told = note.read_text().strip() if note.is_file() else "not recorded"
+        parts.append(f"seed{'s' if len(untold) > 1 else ''} {', '.join(untold)} (recorded before runs' "
+                     f"provenance was kept; from {note.name}): {told}")
     return "Trained by (each run's provenance.json; a resumed run counts from its last start): " + "; ".join(parts)
 
 
@@ -232,7 +241,7 @@ def report(experiment, args, records: Path, started_on: str) -> None:
     summaries = recorded(records)
     result = write_seed_report(summaries, records)
     text = section(experiment, result, class_shares(summaries), summaries[min(summaries)].get("positive_class"),
-                   started_on, records, trained_by_line(summaries))
+                   started_on, records, trained_by_line(summaries, records))
     if not args.no_report:
         bench.replace_section(args.report, f"{SECTION_TITLE}: {experiment.name}", text)
     print(text)

@@ -155,7 +155,8 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     assert "teacher >= probe (mean): teacher 0.790, probe 0.825: **missed**" in section
     assert "round1_lite0 +0.045" in section and "+ 0.03, interval above 0" in section
     assert "'modern' share within 5% of the labeled prior (40.0%): **met**" in section   # (30% + 50%) / 2
-    assert "seed 0: `pseudolabel run x.toml` (2026-01-02 03:04 - " in section and "seed 1: not recorded" in section
+    assert "seed 0: `pseudolabel run x.toml` (2026-01-02 03:04 - " in section and "seed 1 (" in section
+    assert "): not recorded" in section   # no hand note beside the records yet
 
     import shutil
     shutil.rmtree(Path(with_seed(experiment, 0).output))  # a new session: the run directories are gone
@@ -165,6 +166,10 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     # Its subsections stay inside it: rewriting it leaves no stray copy behind.
     assert text.count("Choosing by validation") == 1 and "\n### Choosing by validation" in text
     assert "seed 0: `pseudolabel run x.toml` (2026-01-02 03:04 - " in text   # kept in the record
+    # Seeds whose provenance is lost are told by a hand-kept note beside the records.
+    (tmp_path / "records" / experiment.name / seed_benchmark.HAND_NOTE).write_text("by hand, on Tuesday\n")
+    seed_benchmark.main(args)
+    assert "from trained_by.txt): by hand, on Tuesday" in bench_md.read_text()
 
 
 def _record(run, seed, auc):
