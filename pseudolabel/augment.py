@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import random
 import threading
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -86,26 +87,29 @@ class Augmenter:
     def __init__(self, name: str, build: Callable[[], A.Compose], seed: int | None):
         self.name = name
         self._build = build
-        self._local = threading.local()
+        # Idle pipelines, one per call in flight at most. Not thread-local: tf.data runs each
+        # numpy_function call on a thread of its own, so a per-thread pipeline would be built anew
+        # (milliseconds) for every image, costing far more than augmenting it.
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
         self._stream = np.random.default_rng(seed)  # seeds for calls that bring none
         self._stream_lock = threading.Lock()
-        build()  # fail now, not in a tf.data worker, if the options are wrong
+        self._idle.put(build())  # fail now, not in a tf.data worker, if the options are wrong
 
     def __call__(self, image: np.ndarray, seed: int | None = None) -> np.ndarray:
         if seed is None:
             with self._stream_lock:
                 seed = int(self._stream.integers(2**63))
-        compose = self._thread_compose()
-        # One fresh stream shared by all transforms of this call (albumentations' set_random_seed
-        # would give every transform the same seed, correlating e.g. flip with rotation).
-        compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
-        return compose(image=np.ascontiguousarray(image, dtype=np.uint8))["image"]
-
-    def _thread_compose(self) -> A.Compose:
-        compose = getattr(self._local, "compose", None)
-        if compose is None:
-            compose = self._local.compose = self._build()
-        return compose
+        try:
+            compose = self._idle.get_nowait()
+        except queue.Empty:
+            compose = self._build()
+        try:
+            # One fresh stream shared by all transforms of this call (albumentations' set_random_seed
+            # would give every transform the same seed, correlating e.g. flip with rotation).
+            compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+            return compose(image=np.ascontiguousarray(image, dtype=np.uint8))["image"]
+        finally:
+            self._idle.put(compose)
 
     def __repr__(self):
         return f"Augmenter({self.name!r})"

@@ -115,15 +115,23 @@ def test_parallel_calls_with_seeds_match_sequential_calls(image):
     assert all((x == y).all() for x, y in zip(sequential, parallel))
 
 
-def test_fast_enough(image):
-    import time
+def test_a_dataset_pass_reuses_its_pipelines_instead_of_building_one_per_image(image, tmp_path):
+    """tf.data runs every numpy_function call on a thread of its own: a per-thread pipeline was
+    rebuilt for every image, which cost ten times the augmenting itself (speed: bench_pipeline.py)."""
+    from PIL import Image
 
-    big = np.tile(image, (5, 5, 1))[:224, :224]
-    aug = get_augment("randaugment", 224, magnitude=27)
-    start = time.perf_counter()
-    for s in range(50):
-        aug(big, seed=s)
-    assert (time.perf_counter() - start) / 50 < 0.02  # a few ms an image; 20 ms leaves slack for busy CI
+    from pseudolabel.pipeline import make_dataset
+
+    paths = []
+    for i in range(64):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.roll(image, i, axis=1)).save(paths[-1])
+    aug = get_augment("randaugment", SIZE, magnitude=10)
+    builds, build = [], aug._build
+    aug._build = lambda: builds.append(1) or build()
+    for _ in make_dataset(paths, image_size=SIZE, batch_size=8, augment=aug, cache="memory"):
+        pass
+    assert len(builds) <= 8   # at most one per call in flight, not one per image (64)
 
 
 def test_weak_flips_and_shifts_and_strong_adds_randaugment_and_cutout(image):
