@@ -9,12 +9,14 @@ Both parts time, in ONE process and alternating the variants (A B A B ...) so dr
 alike, the real pipeline against the same model fed from memory:
 
 (a) Pseudo-labeling: `pseudolabels.label_pools` over N real House Rooms JPEGs (unlabeled room
-    images), end to end -- files on disk -> tf.data decode -> teacher -> the written table (its
+    images), end to end -- files on disk -> decoding threads -> teacher -> the written table (its
     sha256 column, summary and read-back included) -- vs the same compiled forward that
     label_pools uses (`pseudolabels.batch_predictor`, inference mode) on in-memory float32
-    batches of the same batch size and resolution, N images too; and, with Ray installed, the
-    same label_pools with `engine="ray"` (Ray Data on a local Ray, 2 CPUs), whose files must be
-    the local engine's byte for byte. Ratios are given per repetition pair (median and worst). Model: EfficientNet-Lite0 at
+    batches of the same batch size and resolution, N images too (label_pools feeds it the
+    decoded uint8 batches, cast in-graph; the model alone is fed float32, so the cast counts
+    against label_pools); and, with Ray installed, the same label_pools with `engine="ray"` (Ray
+    Data on a local Ray, 2 CPUs), whose files must be the local engine's byte for byte. Ratios
+    are given per repetition pair (median and worst). Model: EfficientNet-Lite0 at
     224 px, real ImageNet weights, batch 64 (the `[pseudo]` default); the head is untrained, which
     changes nothing about speed. A third variant, label_pools on a single batch, gives the fixed
     cost of one label_pools call (pipeline set-up, file handling), so the marginal throughput of
@@ -141,7 +143,9 @@ def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, m
 
     # Model only: the same compiled forward label_pools uses, on in-memory float32 batches
     # (up to 4 distinct real batches, cycled; decoded once here, outside the timing).
-    predict = pseudolabels.batch_predictor(model, "none", size)
+    # The model alone: the float32 forward inside it (label_pools feeds uint8, cast in-graph).
+    forward = pseudolabels.batch_predictor(model, "none", size)
+    predict = forward.float_forward
     distinct = [tf.constant(load_images(paths[i:i + bs], size).astype(np.float32))
                 for i in range(0, min(n, 4 * bs), bs)]
     sizes = [min(bs, n - i) for i in range(0, n, bs)]
@@ -189,7 +193,7 @@ def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, m
         "times": times, "rate_pipeline": n / t_all, "rate_model": n / t_model, "ratio": (n / t_all) / (n / t_model),
         "rate_marginal": marginal, "ratio_marginal": marginal / (n / t_model),
         "fixed_s": t_one - bs / marginal if marginal == marginal else float("nan"),
-        "traces": predict.experimental_get_tracing_count(), "driver_mb": memory["local"].driver_mb,
+        "traces": forward.experimental_get_tracing_count(), "driver_mb": memory["local"].driver_mb,
         "pair_ratios": [m / a for a, m in zip(times["label_pools"], times["model_only"])],
     }
     if args.ray:

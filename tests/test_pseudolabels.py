@@ -319,8 +319,10 @@ def test_a_second_labeling_traces_nothing_and_gives_the_same_rows(teacher, synth
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
     np.testing.assert_array_equal(first.probs, second.probs)
     # The last batch (positions 32..39 of 40, batch 16) is exactly the forward of those images.
-    x = np.stack([read_image(p, IMAGE_SIZE) for p in first.images[32:]]).astype(np.float32)
+    x = np.stack([read_image(p, IMAGE_SIZE) for p in first.images[32:]])
     np.testing.assert_array_equal(first.probs[32:], forward(x).numpy())
+    # Fed uint8 and cast in-graph: bit for bit the forward of the same batch cast to float32 first.
+    np.testing.assert_array_equal(forward(x).numpy(), forward.float_forward(x.astype(np.float32)).numpy())
     assert batch_predictor(teacher, "flip", IMAGE_SIZE) is not forward
 
 

@@ -91,7 +91,7 @@ def predict_decoded(predict: Callable, batch: DecodedBatch, num_classes: int) ->
     out.failed = [(batch.start + k, batch.reasons[k]) for k in np.flatnonzero(~batch.ok)]
     if not batch.ok.any():
         return out
-    probs = np.asarray(predict(batch.images.astype(np.float32)))
+    probs = np.asarray(predict(batch.images))   # uint8: the predictor casts in-graph
     if probs.ndim != 2 or probs.shape != (len(batch.ok), num_classes):
         from pseudolabel.pseudolabels.table import PseudoLabelError
 
