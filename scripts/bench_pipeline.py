@@ -17,8 +17,8 @@ alike, the real pipeline against the same model fed from memory:
     against label_pools); and, with Ray installed, the same label_pools with `engine="ray"` (Ray
     Data on a local Ray, 2 CPUs), whose files must be the local engine's byte for byte. Ray is
     started only after the local engine and the model are timed, and then timed alternated with
-    the local engine (its idle local cluster took ~3% of the two cores from both); it is shut
-    down before the next pool size. Ratios are given per repetition pair (median and worst). Model: EfficientNet-Lite0 at
+    the local engine (its local cluster, even idle, slows both on two cores); it is shut down
+    before the next pool size. Ratios are given per repetition pair (median and worst). Model: EfficientNet-Lite0 at
     224 px, real ImageNet weights, batch 64 (the `[pseudo]` default); the head is untrained, which
     changes nothing about speed. A third variant, label_pools on a single batch, gives the fixed
     cost of one label_pools call (pipeline set-up, file handling), so the marginal throughput of
@@ -181,8 +181,8 @@ def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, m
     predict(batches[0]).numpy()
     bc.log(f"(a) timing: {', '.join(variants)} on {n} images ({bs} for one batch); {args.repeats} repetitions "
            "each, alternated; Ray not started yet")
-    # Before Ray starts: its idle local cluster (raylet, GCS, workers) took about 3% of these two
-    # cores from the local engine and the model alike when it ran beside them.
+    # Before Ray starts: its local cluster (raylet, GCS, idle workers) beside them slowed the local
+    # engine and the model alike on these two cores (BENCHMARKS.md, 2026-12-03).
     times = bc.alternate(variants, args.repeats)
     t_all, t_one, t_model = (bc.median(times[k]) for k in ("label_pools", "label_pools_one_batch", "model_only"))
     rows = pseudolabels.read_pseudo_labels(tables["local"][-1])
