@@ -96,14 +96,14 @@ class OnlineStudentRun(TrainingRun):
             print(f"{self.kind}: resuming from the backup at epoch {resumed_at + 1} ({self.file(BACKUP_DIR)})")
         statistics = OnlineStatistics(self.truth_labels(), len(self.task.class_map.names),
                                       [str(c) for c in self.task.class_map.names])
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         # The statistics come first: they add their columns to the logs before history.csv is written.
         history = setup.model.fit(setup.train_ds, validation_data=setup.val_ds, epochs=t.epochs,
                                   steps_per_epoch=setup.plan["steps_per_epoch"],
                                   callbacks=[statistics, *self.callbacks(monitor="val_loss", patience=t.patience,
                                                                          backup=True)],
                                   verbose=keras_verbose(self.verbose), shuffle=False)
-        fit_s = time.perf_counter() - started
+        fit_s, fit_cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
         load_best(setup.model, self.path)   # into the wrapper: the student's weights, its EMA and thresholds
         ema = setup.model.use_ema_weights()
         last = {k: finite_or_none(v[-1]) for k, v in history.history.items() if v and not k.startswith("val_")}
@@ -117,7 +117,7 @@ class OnlineStudentRun(TrainingRun):
             "distribute": distribute.describe_training(self.strategy, setup.scaled.model_dump(), student),
             "epochs": int(history.epoch[-1]) + 1 if history.epoch else resumed_at,
             "resumed_at_epoch": resumed_at,
-            "timings": {"fit_s": round(fit_s, 2)},
+            "timings": {"fit_s": round(fit_s, 2), "fit_cpu_s": round(fit_cpu_s, 2)},
         }
 
     def training_setup(self, student) -> SimpleNamespace:

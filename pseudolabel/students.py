@@ -102,7 +102,7 @@ class StudentRun(TrainingRun):
         write_selected(self.file(SELECTED_TABLE), paths, targets, [str(c) for c in self.task.class_map.names])
         print(describe_selection(report))
         setup = self.training_setup(student, paths, targets)
-        epochs, resumed_at, fit_s = fit_resumable(self, setup)
+        epochs, resumed_at, timings = fit_resumable(self, setup)
         return {
             "n_images": {**self.task.split.sizes(), "pseudo_labeled": len(paths),
                          "pseudo_unique": report["selected"]["unique_images"]},
@@ -114,7 +114,7 @@ class StudentRun(TrainingRun):
             "distribute": distribute.describe_training(self.strategy, setup.scaled.model_dump(), student),
             "epochs": epochs,
             "resumed_at_epoch": resumed_at,
-            "timings": {"fit_s": round(fit_s, 2)},
+            "timings": timings,
         }
 
     def training_setup(self, student, pseudo_paths, pseudo_targets) -> SimpleNamespace:
@@ -196,11 +196,11 @@ class LabelsOnlyStudentRun(TrainingRun):
         model = compiled_student(student, self.config, train_y, num_classes, scaled.lr, self.strategy,
                                  unlabeled_weight=0.0)
         setup = SimpleNamespace(model=model, train_ds=train_ds, val_ds=val_ds, plan=plan, scaled=scaled)
-        epochs, resumed_at, fit_s = fit_resumable(self, setup)
+        epochs, resumed_at, timings = fit_resumable(self, setup)
         return {"n_images": {**self.task.split.sizes(), "pseudo_labeled": 0}, "batches": plan,
                 "unlabeled_weight": 0.0, "epochs": epochs, "resumed_at_epoch": resumed_at,
                 "distribute": distribute.describe_training(self.strategy, scaled.model_dump(), student),
-                "timings": {"fit_s": round(fit_s, 2)}}
+                "timings": timings}
 
     def cleanup(self) -> None:
         finish_backup(self.path)
@@ -228,19 +228,22 @@ def compiled_student(student, recipe, train_y, num_classes: int, lr: float, stra
 
 def fit_resumable(run: TrainingRun, setup) -> tuple:
     """Fit `setup.model` for the recipe's epochs (resuming from the run's backup), the best epoch's
-    weights loaded after; (epochs trained, epoch resumed at or None, seconds)."""
+    weights loaded after; (epochs trained, epoch resumed at or None, {"fit_s": wall seconds,
+    "fit_cpu_s": CPU seconds of all the process's threads, which a paused or crowded machine does
+    not inflate})."""
     t = run.config.train
     resumed_at = resume_epoch(run.path)
     if resumed_at is not None:
         print(f"{run.kind}: resuming from the backup at epoch {resumed_at + 1} ({run.file(BACKUP_DIR)})")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     history = setup.model.fit(setup.train_ds, validation_data=setup.val_ds, epochs=t.epochs,
                               steps_per_epoch=setup.plan["steps_per_epoch"],
                               callbacks=run.callbacks(monitor="val_loss", patience=t.patience, backup=True),
                               verbose=keras_verbose(run.verbose), shuffle=False)  # the datasets shuffle themselves
-    fit_s = time.perf_counter() - started
+    timings = {"fit_s": round(time.perf_counter() - started, 2),
+               "fit_cpu_s": round(time.process_time() - cpu_started, 2)}
     load_best(setup.model, run.path)   # into the wrapper, whose weights are the student's
-    return (int(history.epoch[-1]) + 1 if history.epoch else resumed_at), resumed_at, fit_s
+    return (int(history.epoch[-1]) + 1 if history.epoch else resumed_at), resumed_at, timings
 
 
 def select(table_path: Path, class_names: list[str], pseudo: PseudoConfig, *, seed: int, prior=None):

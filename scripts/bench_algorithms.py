@@ -153,6 +153,9 @@ def describe_run(row: dict, record: str, seed: int, args) -> dict:
            "roc_auc_ci": row.get("roc_auc_ci"), "val_roc_auc": row.get("val_roc_auc"),
            # the fits of the session that finished it (a resumed run: its last session)
            "train_s": round(sum(v for k, v in timings.items() if k.endswith("fit_s") or k == "features_s"), 1),
+           # CPU seconds of the training process (all its threads): not inflated by a pause or a
+           # neighbour, as the wall time is (students only; older records lack it)
+           **({"train_cpu_s": round(timings["fit_cpu_s"], 1)} if "fit_cpu_s" in timings else {}),
            "recorded": bench.timestamp()}
     if record in ALGORITHMS:
         out.update(batches=metrics.get("batches"), epochs=metrics.get("epochs"), budget=budget(args))
@@ -223,6 +226,9 @@ def summarize(found: dict[str, dict[int, dict]]) -> dict:
         auc, sd = mean_sd([found[run][s]["roc_auc"] for s in seeds])
         row = {"run": run, "seeds": seeds, "roc_auc_mean": auc, "roc_auc_sd": sd,
                "train_s_mean": statistics.mean(found[run][s]["train_s"] for s in seeds)}
+        cpu = [found[run][s].get("train_cpu_s") for s in seeds]
+        if None not in cpu:
+            row["train_cpu_s_mean"] = statistics.mean(cpu)
         paired = [s for s in seeds if better and s in found[better]]
         if better and run not in BASELINES and paired:
             row["delta_better_mean"] = statistics.mean(found[run][s]["roc_auc"] - found[better][s]["roc_auc"]
@@ -254,17 +260,21 @@ def section(title: str, result: dict, args, records: Path, started_on: str) -> s
         f"{b['optimizer_steps']} optimizer steps, each {b['labeled_batch']} labeled + "
         f"{round(b['mu'] * b['labeled_batch'])} unlabeled images (online: `mu`; Noisy Student: its pseudo-labeled "
         "batch); patience = epochs (no early stop), the best epoch on val_loss kept. Wall-clock is not equalised: "
-        "training time is reported",
+        "training time is reported, as wall time (which counts pauses and other work on the machine) and as the "
+        "training process's CPU time (all its threads; which neither inflates)",
         f"Records: {bench.display(records)}/ (one JSON per (run, seed); runs possibly from several sessions, "
         "with other work beside them); planned seeds " + ",".join(map(str, args.seeds)))
     lines += bench.quick_note(args.quick)
     names = {"teacher": "teacher (supervised)", "probe": "linear probe (supervised, frozen features)"}
-    lines += ["| model | seeds | test ROC AUC, mean ± sd | minus the better baseline (paired mean) | training time, mean |",
-              "| --- | --- | --- | --- | --- |"]
+    lines += ["| model | seeds | test ROC AUC, mean ± sd | minus the better baseline (paired mean) | training time, mean: "
+              "wall | CPU |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for row in result["rows"]:
         delta = f"{row['delta_better_mean']:+.3f}" if "delta_better_mean" in row else "-"
+        cpu = f"{row['train_cpu_s_mean'] / 60:.1f} min" if "train_cpu_s_mean" in row else "-"
         lines.append(f"| {names.get(row['run'], row['run'])} | {','.join(map(str, row['seeds']))} | "
-                     f"{row['roc_auc_mean']:.3f} ± {row['roc_auc_sd']:.3f} | {delta} | {row['train_s_mean'] / 60:.1f} min |")
+                     f"{row['roc_auc_mean']:.3f} ± {row['roc_auc_sd']:.3f} | {delta} | {row['train_s_mean'] / 60:.1f} min "
+                     f"| {cpu} |")
     lines += ["", f"Goal: {goal_line(result, len(args.seeds))}", ""]
     return "\n".join(lines)
 

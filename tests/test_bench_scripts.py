@@ -216,6 +216,7 @@ def test_algorithm_benchmark_records_pairs_writes_its_section_and_resumes(tmp_pa
     assert fixmatch["batches"]["unlabeled_batch"] == 2 * fixmatch["batches"]["labeled_batch"]   # the same budget
     noisy = json.loads((records / "noisy_student-seed-0.json").read_text())
     assert noisy["batches"]["unlabeled_batch"] == fixmatch["batches"]["unlabeled_batch"] and noisy["epochs"] == 1
+    assert fixmatch["train_cpu_s"] > 0 and noisy["train_cpu_s"] > 0   # the students' CPU time, beside wall time
     text = report.read_text()
     assert "old figures" not in text and text.count("## Online algorithms: demo") == 1 and "kept" in text
     assert "| fixmatch | 0 |" in text and "2 optimizer steps" in text and "QUICK" in text
@@ -229,6 +230,13 @@ def test_algorithm_benchmark_records_pairs_writes_its_section_and_resumes(tmp_pa
     assert all((records / name).read_text() == content for name, content in before.items())
     assert (records / "pseudo_label-seed-0.json").exists()
     assert "| pseudo_label | 0 |" in report.read_text() and "| fixmatch | 0 |" in report.read_text()
+    # A record made before CPU time was kept shows "-" in the CPU column, not a wrong mean.
+    old_record = {k: v for k, v in json.loads((records / "pseudo_label-seed-0.json").read_text()).items()
+                  if k != "train_cpu_s"}
+    (records / "pseudo_label-seed-0.json").write_text(json.dumps(old_record))
+    bench_algorithms.main([*args, "--algorithms", "noisy_student,fixmatch,pseudo_label"])
+    rows = {line.split(" | ")[0]: line for line in report.read_text().splitlines() if line.startswith("| ")}
+    assert rows["| pseudo_label"].endswith(" min | - |") and not rows["| fixmatch"].endswith("| - |")
     from types import SimpleNamespace
     with pytest.raises(SystemExit, match="made with budget"):   # records of another budget do not mix
         bench_algorithms.check_budget(records, SimpleNamespace(epochs=3, steps=2, batch=4, mu=2.0))
