@@ -145,14 +145,16 @@ class TeacherTrain(TrainCommon):
     def _without_later_defaults(self, handler) -> dict:
         # Keys added after runs were recorded are left out at their defaults, so every recorded
         # teacher config (and every student's copy of its teacher's) stays the same.
-        data = handler(self)
-        for key, default in TEACHER_KEYS_ADDED.items():
-            if data.get(key) == default:
-                data.pop(key)
-        return data
+        return without_added_defaults(handler(self), TEACHER_KEYS_ADDED)
 
 
 TEACHER_KEYS_ADDED = {"augment_magnitude": 0.0}
+
+
+def without_added_defaults(data: dict, added: dict) -> dict:
+    """`data` (a table's dump) without the keys of `added` that are at the default they were
+    added with: configs recorded before a key existed dump the same as before."""
+    return {k: v for k, v in data.items() if not (k in added and v == added[k])}
 
 
 class StudentTrain(TrainCommon):
@@ -386,11 +388,7 @@ class PseudoConfig(Table):
     def _without_later_defaults(self, handler) -> dict:
         # Keys added after runs were recorded are left out at their defaults, so every config that
         # holds a [pseudo] dump (a student's, its teacher's inside the next round's) stays the same.
-        data = handler(self)
-        for key, default in PSEUDO_KEYS_ADDED.items():
-            if data.get(key) == default:
-                data.pop(key)
-        return data
+        return without_added_defaults(handler(self), PSEUDO_KEYS_ADDED)
 
 
 PSEUDO_KEYS_ADDED = {"threshold_rule": "fixed", "keep_fraction": 1.0, "align": "none"}
