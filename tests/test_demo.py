@@ -76,7 +76,8 @@ def test_the_demo_command_trains_the_labels_only_control_which_labels_the_pool(t
     assert not load_experiment(write_demo(tmp_path / "e", **SMALL)).baselines.labels_only_student
 
 
-@pytest.mark.slow  # the whole default demo: tens of minutes on 2 busy cores
+# The whole default demo: about 2 minutes alone on 2 cores (since the augmentation fix of
+# 2026-12-03; it took 9), so it runs with the suite.
 def test_default_demo_student_beats_teacher(tmp_path, capsys):
     from pseudolabel.demo import run_demo
 
@@ -84,8 +85,8 @@ def test_default_demo_student_beats_teacher(tmp_path, capsys):
     rows = {row["run"]: row for row in summary["rows"]}
     teacher, control, student = rows["round0_teacher"], rows["baseline_labels_only_tiny_cnn"], rows["round1_tiny_cnn"]
     assert teacher["baseline"] and student["delta_auc_ci"][0] > 0   # paired gain over the teacher, its interval above 0
-    # Not asserted until measured on seeds 0-2 (README "Quick start: the demo"): the student ahead of
-    # the labels-only control, i.e. student["vs_labels_only"]["delta_auc"] > 0.
+    # Not asserted: the student ahead of the labels-only control. Measured on seeds 0-2 it is not
+    # (-0.004, -0.051, +0.016; README "Quick start: the demo").
     assert student["vs_labels_only"]["run"] == control["run"]
     table = capsys.readouterr().out
     assert "teacher, tiny_cnn" in table and "labels-only student, tiny_cnn" in table
