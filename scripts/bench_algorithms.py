@@ -66,6 +66,8 @@ def parse_args(argv=None):
     p.add_argument("--mu", type=float, default=2.0, help="unlabeled images a step, x --batch (default 2)")
     p.add_argument("--records", type=Path, default=None,
                    help=f"records folder (default {bench.display(RECORDS)}; with --quick: WORK/records)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rebuild the section from the records (say, records copied from another checkout)")
     bench.add_report_args(p)
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -293,7 +295,7 @@ def main(argv=None) -> None:
     check_budget(records, args)
     title = f"{SECTION_TITLE}: {base.name}"
     text = None
-    for seed in args.seeds:
+    for seed in [] if args.report_only else args.seeds:
         for name in args.algorithms:
             if record_file(records, name, seed).exists():
                 bench.log(f"{name} seed {seed}: recorded already ({record_file(records, name, seed)})")

@@ -237,6 +237,10 @@ def test_algorithm_benchmark_records_pairs_writes_its_section_and_resumes(tmp_pa
     bench_algorithms.main([*args, "--algorithms", "noisy_student,fixmatch,pseudo_label"])
     rows = {line.split(" | ")[0]: line for line in report.read_text().splitlines() if line.startswith("| ")}
     assert rows["| pseudo_label"].endswith(" min | - |") and not rows["| fixmatch"].endswith("| - |")
+    # --report-only trains nothing, not even a pair not recorded yet: it rebuilds the section.
+    report.write_text(report.read_text().replace("| pseudo_label | 0 |", "| stale | 0 |"))
+    bench_algorithms.main([*args, "--algorithms", "noisy_student,fixmatch,pseudo_label,flexmatch", "--report-only"])
+    assert "| pseudo_label | 0 |" in report.read_text() and not (records / "flexmatch-seed-0.json").exists()
     from types import SimpleNamespace
     with pytest.raises(SystemExit, match="made with budget"):   # records of another budget do not mix
         bench_algorithms.check_budget(records, SimpleNamespace(epochs=3, steps=2, batch=4, mu=2.0))
