@@ -171,3 +171,40 @@ def test_workers_need_the_ray_engine(tmp_path):
     helpers.write_tiny_demo(tmp_path)
     result = CliRunner().invoke(main, ["run", str(tmp_path / "experiment.toml"), "--workers", "2"])
     assert result.exit_code == 2 and "--workers needs --engine ray" in result.output
+
+
+class _FakeRay:
+    """Just what `ray_for_one_labeling` asks of Ray: whether it is up, init, shutdown."""
+
+    def __init__(self, up: bool):
+        self.up, self.calls = up, []
+
+    def is_initialized(self):
+        return self.up
+
+    def init(self, **options):
+        self.up = True
+        self.calls.append("init")
+
+    def shutdown(self):
+        self.up = False
+        self.calls.append("shutdown")
+
+
+@pytest.mark.parametrize("up_before", [False, True])
+def test_one_labeling_shuts_down_only_the_ray_it_started(monkeypatch, up_before):
+    """An idle local Ray slows the training that follows on a small machine: a labeling that
+    started Ray shuts it down; a Ray the caller had up stays up, untouched."""
+    from pseudolabel import quiet
+    from pseudolabel.pseudolabels import ray_engine
+
+    fake = _FakeRay(up_before)
+    monkeypatch.setattr(ray_engine, "require_ray", lambda: fake)
+    monkeypatch.setattr(quiet, "quiet_ray", lambda: None)
+    with ray_engine.ray_for_one_labeling() as ray:
+        assert ray is fake and fake.up
+    assert fake.calls == ([] if up_before else ["init", "shutdown"]) and fake.up == up_before
+    with pytest.raises(RuntimeError):   # a labeling that fails shuts it down too
+        with ray_engine.ray_for_one_labeling():
+            raise RuntimeError("a worker died")
+    assert fake.up == up_before

@@ -13,8 +13,11 @@ of its .keras file through Ray's object store, so the workers need no copy of it
 must be readable at the same paths on every node (same path, or shared storage).
 
 With no `address` a local Ray is started (2 CPUs unless told otherwise, no dashboard, quiet);
-with one (`ray://...`, `host:port` or "auto") the driver joins that cluster. Ray stays up for the
-rest of the process (later labelings reuse it; Ray shuts it down at exit).
+with one (`ray://...`, `host:port` or "auto") the driver joins that cluster. A Ray that one
+labeling started is shut down (a joined cluster: left) when that labeling ends: on two cores an
+idle local Ray beside the model slowed the local engine by about a fifth (BENCHMARKS.md,
+2026-12-03), and the students that `run` trains next share those cores. Restarting costs tens of
+seconds a round. A Ray the caller initialised first is used and left as it is.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Iterator
 from pseudolabel.pseudolabels.batches import PredictedBatch, batch_starts, decode_batch, predict_decoded
 from pseudolabel.pseudolabels.table import PseudoLabelError
 
-__all__ = ["RAY_MISSING", "connect", "ray_batches", "require_ray"]
+__all__ = ["RAY_MISSING", "connect", "ray_batches", "ray_for_one_labeling", "require_ray"]
 
 RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install -e \".[ray]\" (or pip install \"ray[data]\")"
 LOCAL_CPUS = 2
@@ -71,12 +74,31 @@ def connect(address: str | None = None, *, num_cpus: int = LOCAL_CPUS):
     return ray
 
 
+@contextlib.contextmanager
+def ray_for_one_labeling(address: str | None = None):
+    """Ray as `connect` gives it; shut down afterwards if this call started it (or joined a
+    cluster), left as it is if the caller had initialised it (module docstring)."""
+    started_here = not require_ray().is_initialized()
+    ray = connect(address)
+    try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def ray_batches(model, paths: list[str], *, image_size: int, batch_size: int, tta: str, num_classes: int,
                 address: str | None = None, model_file: str | Path | None = None,
                 actors: int | None = None) -> Iterator[PredictedBatch]:
     """Every batch of `paths`, in order, predicted on Ray (see the module docstring). `actors`:
     model-holding actors (default: one per 2 CPUs of the cluster, at least 1)."""
-    ray = connect(address)
+    with ray_for_one_labeling(address) as ray:
+        yield from _predicted_on(ray, model, paths, image_size=image_size, batch_size=batch_size, tta=tta,
+                                 num_classes=num_classes, model_file=model_file, actors=actors)
+
+
+def _predicted_on(ray, model, paths, *, image_size, batch_size, tta, num_classes, model_file, actors):
+    """`ray_batches` on a connected `ray`: the Ray Data pipeline, its results put in order."""
     model_ref = ray.put(_model_bytes(model, model_file))
     items = [{"start": s, "paths": paths[s:s + batch_size]} for s in batch_starts(len(paths), batch_size)]
     if actors is None:
