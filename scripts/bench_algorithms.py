@@ -274,8 +274,9 @@ def section(title: str, result: dict, args, records: Path, started_on: str) -> s
     for row in result["rows"]:
         delta = f"{row['delta_better_mean']:+.3f}" if "delta_better_mean" in row else "-"
         cpu = f"{row['train_cpu_s_mean'] / 60:.1f} min" if "train_cpu_s_mean" in row else "-"
+        spread = f" ± {row['roc_auc_sd']:.3f}" if len(row["seeds"]) > 1 else " (one seed: no spread yet)"
         lines.append(f"| {names.get(row['run'], row['run'])} | {','.join(map(str, row['seeds']))} | "
-                     f"{row['roc_auc_mean']:.3f} ± {row['roc_auc_sd']:.3f} | {delta} | {row['train_s_mean'] / 60:.1f} min "
+                     f"{row['roc_auc_mean']:.3f}{spread} | {delta} | {row['train_s_mean'] / 60:.1f} min "
                      f"| {cpu} |")
     lines += ["", f"Goal: {goal_line(result, len(args.seeds))}", ""]
     return "\n".join(lines)

@@ -220,6 +220,7 @@ def test_algorithm_benchmark_records_pairs_writes_its_section_and_resumes(tmp_pa
     text = report.read_text()
     assert "old figures" not in text and text.count("## Online algorithms: demo") == 1 and "kept" in text
     assert "| fixmatch | 0 |" in text and "2 optimizer steps" in text and "QUICK" in text
+    assert "(one seed: no spread yet)" in text and "± 0.000" not in text   # no sd from one seed
     assert "at least one online algorithm beats the better supervised baseline" in text
 
     before = {p.name: p.read_text() for p in records.glob("*.json")}
