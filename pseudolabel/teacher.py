@@ -210,10 +210,10 @@ class TeacherRun(TrainingRun):
         resumed_at = resume_epoch(self.path)
         if resumed_at is not None:
             print(f"phase 2: resuming from the backup at epoch {resumed_at + 1} ({self.file(BACKUP_DIR)})")
-        # The phase-1 model counts as a candidate: phase 2 must beat it (its epochs are in
-        # history.csv, the probe's starting head is not).
+        # The phase-1 model counts as a candidate: phase 2 must beat it, by `phase2_margin` (its
+        # epochs are in history.csv, the probe's starting head is not).
         callbacks = self.callbacks(patience=train.phase2_patience, backup=True, start_epoch=start_epoch,
-                                   monitor=train.select, initial_best=phase1_best)
+                                   monitor=train.select, initial_best=phase2_bar(phase1_best, train))
         started = time.perf_counter()
         history = model.fit(
             train_ds, validation_data=val_ds, epochs=start_epoch + train.phase2_epochs, initial_epoch=start_epoch,
@@ -227,6 +227,14 @@ class TeacherRun(TrainingRun):
             "resumed_at_epoch": resumed_at,
             "fit_s": round(time.perf_counter() - started, 2),
         }
+
+
+def phase2_bar(phase1_best: float | None, train) -> float | None:
+    """The value of `train.select` a phase-2 epoch must beat: phase 1's best moved by the margin
+    (up for val_auc, down for val_loss)."""
+    if phase1_best is None:
+        return None
+    return phase1_best - train.phase2_margin if train.select == "val_loss" else phase1_best + train.phase2_margin
 
 
 def best_epoch(history: dict, start: dict, select: str) -> dict:

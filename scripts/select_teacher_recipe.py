@@ -28,6 +28,11 @@ VARIANTS = {
     "probe_init": PROBE_INIT,                                  # head = the probe's solution, then phase 2
     "probe_init_lr3e-6": {**PROBE_INIT, "phase2_lr": 3e-6},    # ... at a lower phase-2 rate
     "probe_init_3blocks": {**PROBE_INIT, "unfreeze_blocks": 3, "phase2_epochs": 15},
+    "probe_head": {**PROBE_INIT, "phase2_epochs": 0},             # the probe itself, as a Keras teacher
+    # Phase 2 must beat the probe's head on val by 0.02 (the margin model selection keeps a
+    # teacher by): with 68 val images a smaller "gain" is noise.
+    "probe_init_margin": {**PROBE_INIT, "phase2_margin": 0.02},
+    "probe_init_margin_flip": {**PROBE_INIT, "phase2_margin": 0.02, "tta": "flip"},
 }
 
 

@@ -191,6 +191,36 @@ def test_teacher_initialised_from_the_probe_keeps_it_unless_phase2_beats_it_on_v
     np.testing.assert_allclose(_val_probs(tmp_path / "run", task), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("margin, phase2_kept", [(0.0, True), (0.5, False)])
+def test_phase2_replaces_the_probe_head_only_by_more_than_the_margin(tmp_path, task, margin, phase2_kept):
+    """phase2_margin: on this task phase 2 lowers val_loss from the probe's ~0.68 to ~0.29; with no
+    margin it wins, with a margin of 0.5 the bar (~0.18) is out of reach and the probe is kept."""
+    from pseudolabel.probe import fit_probe
+    from pseudolabel.teacher import train_teacher
+
+    path = write_recipe(tmp_path / "t.toml", phase1=0, phase2=3)
+    text = path.read_text().replace("feature_views = 2", "")
+    path.write_text(text + f'head_init = "probe"\nselect = "val_loss"\nphase2_margin = {margin}\n')
+    metrics = train_teacher(config.load_recipe(path, "teacher"), task, tmp_path / "run", verbose=0)
+    phase2_losses = [float(r.split(",")[-1]) for r in (tmp_path / "run" / "history.csv").read_text().splitlines()[1:]]
+    assert min(phase2_losses) < metrics["phase1"]["best_val_loss"] - 0.3     # phase 2 did improve val
+
+    with np.load(tmp_path / "run" / "features.npz") as npz:
+        probe = fit_probe(npz["train_x"], npz["train_y"], seed=0).predict_proba(npz["val_x"])
+    kept_probe = np.allclose(_val_probs(tmp_path / "run", task), probe, atol=1e-4)
+    assert kept_probe is not phase2_kept
+
+
+def test_phase2_bar_moves_phase1_best_by_the_margin_in_the_direction_of_better():
+    from types import SimpleNamespace
+
+    from pseudolabel.teacher import phase2_bar
+
+    assert phase2_bar(0.80, SimpleNamespace(select="val_auc", phase2_margin=0.02)) == pytest.approx(0.82)
+    assert phase2_bar(0.50, SimpleNamespace(select="val_loss", phase2_margin=0.05)) == pytest.approx(0.45)
+    assert phase2_bar(None, SimpleNamespace(select="val_loss", phase2_margin=0.05)) is None
+
+
 # --------------------------------------------------------------------------- the teacher
 
 

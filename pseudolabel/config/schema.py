@@ -119,6 +119,9 @@ class TeacherTrain(TrainCommon):
     the logistic regression), so phase 1 starts where the probe ends; `phase1_epochs` may be 0.
     `select`: what picks the best epoch over both phases (and stops early): "val_loss" or
     "val_auc" (macro one-vs-rest ROC AUC on val; the starting head counts as a candidate).
+    `phase2_margin`: phase 2 replaces phase 1's best only when it beats it on `select` by at least
+    this much (0: any gain). With a few dozen validation images a fine-tuned epoch "wins" by noise;
+    a margin keeps the phase-1 head (with `head_init = "probe"`, the probe) unless the gain is real.
     `augment_magnitude`: the policy's magnitude (0-30; "randaugment" at 0 is crops and flips only),
     so a teacher can get the very noise a student recipe gets (`[noise] randaugment_magnitude`)."""
 
@@ -132,6 +135,7 @@ class TeacherTrain(TrainCommon):
     phase2_epochs: Count = 0       # 0: no fine-tuning of the top blocks
     phase2_lr: Positive = 1e-5
     phase2_patience: Count = 5
+    phase2_margin: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     unfreeze_blocks: AtLeastOne = 2
     head_init: Literal["random", "probe"] = "random"
     select: Literal["val_loss", "val_auc"] = "val_loss"
@@ -148,7 +152,7 @@ class TeacherTrain(TrainCommon):
         return without_added_defaults(handler(self), TEACHER_KEYS_ADDED)
 
 
-TEACHER_KEYS_ADDED = {"augment_magnitude": 0.0}
+TEACHER_KEYS_ADDED = {"augment_magnitude": 0.0, "phase2_margin": 0.0}
 
 
 def without_added_defaults(data: dict, added: dict) -> dict:
