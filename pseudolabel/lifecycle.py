@@ -238,7 +238,7 @@ class TrainingRun:
 
     def evaluate(self, model, extra: dict) -> dict:
         """Predict val and test, write the prediction files and curves; the metrics (not yet saved)."""
-        from pseudolabel.evaluation import evaluate_predictions, plot_history, write_predictions
+        from pseudolabel.evaluation import evaluate_predictions, has_epochs, plot_history, write_predictions
 
         names, positive = [str(c) for c in self.task.class_map.names], self.task.class_map.positive_index
         metrics: dict = {}
@@ -254,7 +254,7 @@ class TrainingRun:
                 metrics.update(scores)
             else:
                 metrics["val"] = scores
-        if self.file(HISTORY_CSV).exists():
+        if has_epochs(self.file(HISTORY_CSV)):
             plot_history(self.file(HISTORY_CSV), self.file(CURVES_PNG))
         n_images = {name: len(task_subset(self.task, name)[0]) for name in ("train", "val", "test")}
         return {**metrics, "tta": self.tta, "n_images": n_images, "split_hash": self.task.split.hash, **extra}

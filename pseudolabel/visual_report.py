@@ -311,10 +311,10 @@ def _png(fig) -> bytes:
 
 
 def curves_png(run_dir: Path) -> bytes | None:
-    """The run's curves.png, else a plot of its history.csv, else None (e.g. the probe)."""
+    """The run's curves.png, else a plot of its history.csv, else None (the probe; a run of no epoch)."""
     if (run_dir / "curves.png").is_file():
         return (run_dir / "curves.png").read_bytes()
-    if not (run_dir / "history.csv").is_file():
+    if not ev.has_epochs(run_dir / "history.csv"):
         return None
     with tempfile.TemporaryDirectory() as tmp:
         return ev.plot_history(run_dir / "history.csv", Path(tmp) / "curves.png").read_bytes()

@@ -211,6 +211,26 @@ def test_phase2_replaces_the_probe_head_only_by_more_than_the_margin(tmp_path, t
     assert kept_probe is not phase2_kept
 
 
+def test_a_teacher_that_is_the_probe_head_alone_finishes_without_curves_and_reports_again(tmp_path, task, capsys):
+    """phase1_epochs = phase2_epochs = 0 with head_init = "probe": the probe as a Keras teacher. It
+    trains no epoch, so its history is empty: no curves, and a second call reports the finished run."""
+    from pseudolabel.probe import fit_probe
+    from pseudolabel.teacher import train_teacher
+    from pseudolabel.visual_report import curves_png
+
+    path = write_recipe(tmp_path / "t.toml", phase1=0, phase2=0)
+    path.write_text(path.read_text().replace("feature_views = 2", "") + 'head_init = "probe"\n')
+    recipe = config.load_recipe(path, "teacher")
+    metrics = train_teacher(recipe, task, tmp_path / "run", verbose=0)
+    assert metrics["epochs"] == {"phase1": 0, "phase2": 0}
+    assert not (tmp_path / "run" / "curves.png").exists() and curves_png(tmp_path / "run") is None
+    with np.load(tmp_path / "run" / "features.npz") as npz:
+        probe = fit_probe(npz["train_x"], npz["train_y"], seed=0).predict_proba(npz["val_x"])
+    np.testing.assert_allclose(_val_probs(tmp_path / "run", task), probe, atol=1e-4)
+    capsys.readouterr()
+    assert train_teacher(recipe, task, tmp_path / "run", verbose=0)["roc_auc"] == metrics["roc_auc"]
+
+
 def test_phase2_bar_moves_phase1_best_by_the_margin_in_the_direction_of_better():
     from types import SimpleNamespace
 

@@ -27,14 +27,14 @@ from pseudolabel.evaluation.metrics import (
     roc_auc,
     validated_inputs,
 )
-from pseudolabel.evaluation.plots import plot_history, plot_label_curve, plot_roc, read_history, roc_curve_points
+from pseudolabel.evaluation.plots import has_epochs, plot_history, plot_label_curve, plot_roc, read_history, roc_curve_points
 from pseudolabel.evaluation.predictions import Predictions, read_predictions, write_predictions
 from pseudolabel.evaluation.tta import DEFAULT_CROP_FRACTION, TTA_MODES, predict, tta_predictor, tta_views
 
 __all__ = [
     "DEFAULT_CROP_FRACTION", "EvaluationError", "Predictions", "TTA_MODES", "accuracy", "as_labels",
     "as_prob_matrix", "bootstrap_ci", "bootstrap_distribution", "delong_auc_covariance", "delong_test",
-    "evaluate_predictions", "paired_auc_difference", "paired_permutation_test", "percentile_interval", "plot_history",
+    "evaluate_predictions", "paired_auc_difference", "paired_permutation_test", "percentile_interval", "has_epochs", "plot_history",
     "plot_label_curve", "plot_roc", "predict",
     "rank_auc", "read_history", "read_predictions", "require_auc_defined", "resample_indices", "roc_auc",
     "roc_curve_points", "tta_predictor", "tta_views", "validated_inputs", "write_predictions",

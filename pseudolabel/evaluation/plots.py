@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from pseudolabel.evaluation.metrics import EvaluationError, bootstrap_ci, require_auc_defined, roc_auc, validated_inputs
 from pseudolabel.rundir import atomic_path
 
-__all__ = ["plot_history", "plot_label_curve", "plot_roc", "read_history", "roc_curve_points"]
+__all__ = ["has_epochs", "plot_history", "plot_label_curve", "plot_roc", "read_history", "roc_curve_points"]
 
 
 def _new_figure(width: float, height: float):
@@ -67,6 +67,16 @@ def plot_roc(curves: dict, path, positive_index: int | None = None, title: str =
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return _save_figure(fig, path)
+
+
+def has_epochs(history_csv) -> bool:
+    """Whether a CSVLogger file exists and holds at least one epoch (a run that trained no epoch,
+    e.g. a teacher that is the probe's head alone, leaves it empty): only then are there curves."""
+    path = Path(history_csv)
+    if not path.is_file():
+        return False
+    with open(path, newline="") as f:
+        return sum(1 for row in csv.reader(f) if row) > 1
 
 
 def read_history(history_csv) -> dict[str, np.ndarray]:
