@@ -170,10 +170,17 @@ def _val_probs(run_dir: Path, task) -> np.ndarray:
     return model.predict(plain_dataset(task.split.subset("val")[0], image_size=32, batch_size=8), verbose=0)
 
 
+def _probe_val_probs(run_dir: Path) -> np.ndarray:
+    """What the linear probe, fitted on the run's cached train features, predicts for its val features."""
+    from pseudolabel.probe import fit_probe
+
+    with np.load(run_dir / "features.npz") as npz:
+        return fit_probe(npz["train_x"], npz["train_y"], seed=0).predict_proba(npz["val_x"])
+
+
 def test_teacher_initialised_from_the_probe_keeps_it_unless_phase2_beats_it_on_val(tmp_path, task):
     """head_init = "probe": the teacher starts as the probe on its own cached features; a phase 2
     that only makes the model worse (a learning rate that wrecks it) leaves the probe's solution."""
-    from pseudolabel.probe import fit_probe
     from pseudolabel.teacher import train_teacher
 
     path = write_recipe(tmp_path / "t.toml", phase1=0, phase2=2)
@@ -185,17 +192,13 @@ def test_teacher_initialised_from_the_probe_keeps_it_unless_phase2_beats_it_on_v
     history = (tmp_path / "run" / "history.csv").read_text()
     assert "val_auc" in history.splitlines()[0] and len(history.splitlines()) == 3   # header + 2 phase-2 epochs
 
-    with np.load(tmp_path / "run" / "features.npz") as npz:
-        probe = fit_probe(npz["train_x"], npz["train_y"], seed=0)
-        expected = probe.predict_proba(npz["val_x"])
-    np.testing.assert_allclose(_val_probs(tmp_path / "run", task), expected, atol=1e-4)
+    np.testing.assert_allclose(_val_probs(tmp_path / "run", task), _probe_val_probs(tmp_path / "run"), atol=1e-4)
 
 
 @pytest.mark.parametrize("margin, phase2_kept", [(0.0, True), (0.5, False)])
 def test_phase2_replaces_the_probe_head_only_by_more_than_the_margin(tmp_path, task, margin, phase2_kept):
     """phase2_margin: on this task phase 2 lowers val_loss from the probe's ~0.68 to ~0.29; with no
     margin it wins, with a margin of 0.5 the bar (~0.18) is out of reach and the probe is kept."""
-    from pseudolabel.probe import fit_probe
     from pseudolabel.teacher import train_teacher
 
     path = write_recipe(tmp_path / "t.toml", phase1=0, phase2=3)
@@ -205,16 +208,13 @@ def test_phase2_replaces_the_probe_head_only_by_more_than_the_margin(tmp_path, t
     phase2_losses = [float(r.split(",")[-1]) for r in (tmp_path / "run" / "history.csv").read_text().splitlines()[1:]]
     assert min(phase2_losses) < metrics["phase1"]["best_val_loss"] - 0.3     # phase 2 did improve val
 
-    with np.load(tmp_path / "run" / "features.npz") as npz:
-        probe = fit_probe(npz["train_x"], npz["train_y"], seed=0).predict_proba(npz["val_x"])
-    kept_probe = np.allclose(_val_probs(tmp_path / "run", task), probe, atol=1e-4)
+    kept_probe = np.allclose(_val_probs(tmp_path / "run", task), _probe_val_probs(tmp_path / "run"), atol=1e-4)
     assert kept_probe is not phase2_kept
 
 
 def test_a_teacher_that_is_the_probe_head_alone_finishes_without_curves_and_reports_again(tmp_path, task, capsys):
     """phase1_epochs = phase2_epochs = 0 with head_init = "probe": the probe as a Keras teacher. It
     trains no epoch, so its history is empty: no curves, and a second call reports the finished run."""
-    from pseudolabel.probe import fit_probe
     from pseudolabel.teacher import train_teacher
     from pseudolabel.visual_report import curves_png
 
@@ -224,9 +224,7 @@ def test_a_teacher_that_is_the_probe_head_alone_finishes_without_curves_and_repo
     metrics = train_teacher(recipe, task, tmp_path / "run", verbose=0)
     assert metrics["epochs"] == {"phase1": 0, "phase2": 0}
     assert not (tmp_path / "run" / "curves.png").exists() and curves_png(tmp_path / "run") is None
-    with np.load(tmp_path / "run" / "features.npz") as npz:
-        probe = fit_probe(npz["train_x"], npz["train_y"], seed=0).predict_proba(npz["val_x"])
-    np.testing.assert_allclose(_val_probs(tmp_path / "run", task), probe, atol=1e-4)
+    np.testing.assert_allclose(_val_probs(tmp_path / "run", task), _probe_val_probs(tmp_path / "run"), atol=1e-4)
     capsys.readouterr()
     assert train_teacher(recipe, task, tmp_path / "run", verbose=0)["roc_auc"] == metrics["roc_auc"]
 
