@@ -12,6 +12,7 @@ import functools
 import importlib.util
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import keras
@@ -211,7 +212,11 @@ def load_best(model, run_dir, checkpoint: str = BEST_WEIGHTS) -> bool:
     path = Path(run_dir) / checkpoint
     if not path.exists():
         return False
-    model.load_weights(path)
+    with warnings.catch_warnings():
+        # The best weights may predate the optimizer's slots (a teacher whose phase 2 never beat
+        # phase 1): Keras warns it skips them. Only the weights matter here: evaluation follows.
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
     return True
 
 
