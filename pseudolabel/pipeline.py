@@ -27,6 +27,11 @@ How it is built, and why:
 - Augmentation runs after the cache, in parallel, on uint8 images. Each element gets a seed
   from `tf.data.Dataset.random(seed, rerandomize_each_iteration=True)`, passed to
   `augment(image, seed=...)` (augment.Augmenter), so results do not depend on thread timing.
+- tf.data's autotuner is off unless `autotune=True`: releasing an autotuned iterator waits for
+  the autotuner's next tick, and its ticks come at 10 ms, 30 ms, 70 ms, ... (the period doubles
+  up to 60 s), so a pass over the validation images, a prediction or a feature extraction ended
+  up to twice as late as its last batch (BENCHMARKS.md, "tf.data autotuning"). Without it,
+  `AUTOTUNE` parallelism is min(16, usable cores) and the prefetch buffer still adapts.
 
 Determinism: with the same arguments, the k-th iteration over a dataset gives the same elements
 in the same order as the k-th iteration over another dataset built the same way (order, shuffle
@@ -77,11 +82,13 @@ def make_dataset(
     on_error: str = "raise",
     with_index: bool = False,
     views: Sequence[Callable[..., np.ndarray]] | None = None,
+    autotune: bool = False,
 ) -> tf.data.Dataset:
     """A batched, prefetched dataset of the images at `paths` (see the module docstring).
 
     labels: None; n ints (class indices, one-hot to `num_classes`); or an [n, K] float array of
-    soft targets, passed through. cache: None, "memory", or a file path prefix.
+    soft targets, passed through. cache: None, "memory", or a file path prefix. autotune: let
+    tf.data's autotuner set parallelism (off by default: see the module docstring).
     """
     paths = [os.fspath(p) for p in paths]
     if not paths:
@@ -114,6 +121,7 @@ def make_dataset(
     ds = ds.map(_output_fn(targets, with_index), num_parallel_calls=AUTOTUNE, deterministic=True)
     options = tf.data.Options()
     options.deterministic = True
+    options.autotune.enabled = autotune
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 

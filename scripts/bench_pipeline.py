@@ -33,7 +33,7 @@ alike, the real pipeline against the same model fed from memory:
     the train function is traced and the decode caches are full (steady state: every epoch after
     the first). The trainable part follows the experiments' CPU setting (top 3 blocks + head,
     backbone BatchNorm frozen; `--unfreeze-blocks all` trains the whole backbone as the paper
-    does). Target: pipeline / in-memory >= 0.9.
+    does). Target: pipeline / in-memory >= 0.95 on the median pair, >= 0.85 on the worst.
 
 Images per second count every image a step trains on (labeled + pseudo-labeled).
 """
@@ -49,7 +49,7 @@ from pathlib import Path
 import _bench_common as bc
 
 DEFAULT_STUDENT = bc.REPO / "students" / "efficientnet_lite0.toml"
-TARGET = 0.9
+MEDIAN_TARGET, WORST_TARGET = 0.95, 0.85   # issue 17: per repetition pair, both parts
 
 
 def parse_args(argv=None):
@@ -243,6 +243,11 @@ def _pairs(ratios) -> str:
             f"(per repetition pair: {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
+def _goal(ratios) -> str:
+    met = bc.median(ratios) >= MEDIAN_TARGET and min(ratios) >= WORST_TARGET
+    return f"target >= {MEDIAN_TARGET} median, >= {WORST_TARGET} worst: **{'met' if met else 'missed'}**"
+
+
 def _teacher(args, num_classes: int):
     if args.model is not None:
         import keras
@@ -277,8 +282,7 @@ def labeling_section(r: dict) -> list[str]:
         f"| `label_pools` on one batch (fixed cost of a call) | {r['batch_size']} "
         f"| {bc.spread(t['label_pools_one_batch'])} | - |",
         "",
-        f"- Local engine / model only (alternated, Ray not running): {_pairs(r['pair_ratios'])}; target >= 0.95 median, >= 0.85 worst: "
-        f"**{'met' if bc.median(r['pair_ratios']) >= 0.95 and min(r['pair_ratios']) >= 0.85 else 'missed'}**",
+        f"- Local engine / model only (alternated, Ray not running): {_pairs(r['pair_ratios'])}; {_goal(r['pair_ratios'])}",
     ]
     if ray_t:
         lines += [f"- Ray / local engine (both with Ray up, alternated after the rows above): "
@@ -324,7 +328,9 @@ def bench_student(args, workdir: Path) -> dict:
     # In memory: a few real (already augmented) batches of the same pipeline, stacked and repeated.
     held = list(s.train_ds.take(4))
     stacked = tf.nest.map_structure(lambda *xs: tf.stack(xs), *held)
-    memory_ds = tf.data.Dataset.from_tensor_slices(stacked).repeat().prefetch(2)
+    # The pipeline's options too: with tf.data's autotuner on, releasing each repetition's iterator
+    # waited for the autotuner's next tick, which made both variants' times jump by seconds.
+    memory_ds = tf.data.Dataset.from_tensor_slices(stacked).repeat().prefetch(2).with_options(s.train_ds.options())
     bc.log("(b) warming up: tracing the train step")
     started = time.perf_counter()
     model.fit(s.train_ds, epochs=1, steps_per_epoch=1, verbose=0, shuffle=False)
@@ -362,8 +368,8 @@ def student_section(r: dict) -> list[str]:
         f"| `fit` from in-memory tensors (same train step) | {r['steps']} | {bc.spread(t['in_memory'])} "
         f"| {r['rate_model']:.1f} |",
         "",
-        f"- Pipeline / in memory: **{r['ratio']:.2f}** (per repetition pair: "
-        f"{', '.join(f'{x:.2f}' for x in r['pair_ratios'])}); {bc.verdict(r['ratio'], TARGET)}",
+        f"- Pipeline / in memory: {_pairs(r['pair_ratios'])}; ratio of the medians {r['ratio']:.2f}; "
+        f"{_goal(r['pair_ratios'])}",
         f"- Each repetition is one `fit` call, so its iterator starts with an empty prefetch buffer (once per "
         f"{r['steps']} steps; a training's iterator lives across epochs).",
         f"- Not timed: the first epoch's decoding (one pass of the data alone took {r['fill_s']:.1f} s) and "

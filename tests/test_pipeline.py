@@ -248,3 +248,19 @@ def test_views_augment_the_same_image_each_its_own_way(image_paths):
     assert not np.array_equal(a.numpy(), b.numpy())
     with pytest.raises(ValueError, match="not both"):
         make_dataset(image_paths, image_size=SIZE, batch_size=2, views=[identity], augment=identity)
+
+
+def test_autotuning_is_off_unless_asked_and_changes_no_element(image_paths):
+    # Releasing an autotuned iterator waits for the autotuner's next tick (BENCHMARKS.md,
+    # "tf.data autotuning on vs off"), so the package's datasets run without it.
+    def build(autotune):
+        aug = get_augment("randaugment", SIZE, magnitude=15, seed=3)
+        return make_dataset(image_paths, np.arange(10) % 2, image_size=SIZE, batch_size=4, num_classes=2,
+                            shuffle=True, seed=5, augment=aug, with_index=True, autotune=autotune)
+
+    default = make_dataset(image_paths, image_size=SIZE, batch_size=4)
+    off, on = build(False), build(True)
+    assert default.options().autotune.enabled is False and off.options().autotune.enabled is False
+    assert on.options().autotune.enabled is True
+    for part in range(3):
+        np.testing.assert_array_equal(_stack(_epoch(off), part), _stack(_epoch(on), part))

@@ -1,0 +1,126 @@
+"""tf.data autotuning on vs off in `pipeline.make_dataset`: whole passes, as training and evaluation run them.
+
+    python scripts/bench_autotune.py                      # about 5 min on 2 cores
+    python scripts/bench_autotune.py --quick --out /tmp/bench.md
+
+Why: releasing an autotuned tf.data iterator waits for the autotuner's next tick, and the ticks
+come at 10 ms, 30 ms, 70 ms, 150 ms, ... after the iterator starts (the period doubles up to 60 s).
+A pass that ends just after a tick therefore ends up to twice as late as its last batch. Keras
+releases its iterator at the end of every `predict`, `evaluate` and validation pass, so the wait
+is paid once per epoch (validation) and once per prediction or feature extraction.
+
+Each workload runs in ONE process, alternating the variants (off, on, off, on, ...), each a whole
+Keras call from dataset to returned array (the iterator released inside it, as in the package):
+- val: `model.predict` over the validation images, cached in memory (what every epoch's
+  validation pass reads; the cache is filled before timing);
+- test: the same over the test images;
+- features: `backbone.predict` over N unlabeled pool images, decoded from the JPEGs (no cache):
+  what the probe's feature extraction and the pool's features do.
+Model: EfficientNet-Lite0, real ImageNet weights, 224 px, batch 32. `make_dataset(autotune=False)`
+is what the package uses; `autotune=True` is tf.data's default, which it used before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import _bench_common as bc
+
+SECTION_TITLE = "tf.data autotuning on vs off"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=bc.DEFAULT_DATA, help="House Rooms folder (labels.csv inside)")
+    p.add_argument("--split", type=Path, default=bc.DEFAULT_SPLIT, help="fixed split CSV")
+    p.add_argument("--repeats", type=int, default=7, help="passes of each variant, alternated")
+    p.add_argument("--pool", type=int, default=400, help="unlabeled images in the feature-extraction pass")
+    p.add_argument("--batch-size", type=int, default=32)
+    bc.add_report_args(p)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.repeats, args.pool = 2, 64
+    return args
+
+
+def workloads(args):
+    """{name: (description, make(autotune) -> a zero-argument pass)} over the real data."""
+    from pseudolabel.backbones import create_model
+    from pseudolabel.lifecycle import task_subset
+    from pseudolabel.pipeline import make_dataset
+
+    task, _ = bc.load_house_rooms(args.data, args.split)
+    model = create_model("efficientnet_lite0", len(task.class_map.names))
+    backbone = model.get_layer("backbone")
+    size = int(model.input_shape[1])
+    pool = bc.unlabeled_images(args.data, limit=args.pool)
+
+    def cached(name):
+        paths, _ = task_subset(task, name)
+        datasets = {on: make_dataset(paths, image_size=size, batch_size=args.batch_size, cache="memory",
+                                     autotune=on) for on in (False, True)}
+        for ds in datasets.values():      # fill the caches (and trace predict) before timing
+            model.predict(ds, verbose=0)
+        return f"`model.predict`, {len(paths)} {name} images cached in memory", \
+            lambda on: lambda: model.predict(datasets[on], verbose=0)
+
+    def features(on):
+        ds = make_dataset(pool, image_size=size, batch_size=args.batch_size, autotune=on)
+        return lambda: backbone.predict(ds, verbose=0)
+
+    backbone.predict(make_dataset(pool[:args.batch_size], image_size=size, batch_size=args.batch_size), verbose=0)
+    return {"val": cached("val"), "test": cached("test"),
+            "features": (f"`backbone.predict`, {len(pool)} pool JPEGs decoded (no cache)", features)}
+
+
+def measure(args) -> dict:
+    results = {}
+    for name, (description, make) in workloads(args).items():
+        bc.log(f"{name}: {description}, {args.repeats} passes of each variant")
+        times = bc.alternate({"off": make(False), "on": make(True)}, args.repeats)
+        results[name] = {"description": description, "times": times,
+                         "pairs": [on / off for off, on in zip(times["off"], times["on"])]}
+    return results
+
+
+def section(results: dict) -> list[str]:
+    lines = ["| pass | autotune off (the package): median (min-max) | autotune on (tf.data's default) "
+             "| on / off, median pair (per pair) |", "| --- | --- | --- | --- |"]
+    total = {"off": 0.0, "on": 0.0}
+    for name, r in results.items():
+        t = r["times"]
+        total["off"] += bc.median(t["off"])
+        total["on"] += bc.median(t["on"])
+        pairs = ", ".join(f"{x:.2f}" for x in r["pairs"])
+        lines.append(f"| {name}: {r['description']} | {bc.spread(t['off'])} | {bc.spread(t['on'])} "
+                     f"| **{bc.median(r['pairs']):.2f}** ({pairs}) |")
+    lines += ["", f"- Sum of the medians: off {total['off']:.2f} s, on {total['on']:.2f} s "
+                  f"(on / off {total['on'] / total['off']:.2f}).",
+              "- A pair above 1 is a pass that waited for the autotuner's tick after its last batch; the "
+              "wait depends on where the pass ends between two ticks, hence the spread.", ""]
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command, machine_text = bc.command_line(), bc.machine()
+    started = time.perf_counter()
+    import tensorflow as tf
+
+    results = measure(args)
+    lines = bc.section_head(
+        SECTION_TITLE + (" (QUICK, not results)" if args.quick else ""), command, machine_text,
+        f"Data: {args.data}; TensorFlow {tf.__version__}; EfficientNet-Lite0 (ImageNet weights), 224 px, "
+        f"batch {args.batch_size}; variants alternated; whole script {(time.perf_counter() - started) / 60:.1f} min",
+    )
+    lines += bc.quick_note(args.quick) + section(results)
+    text = "\n".join(lines)
+    bc.append_report(args.report, text)
+    print("\n" + text)
+    print(f"appended to {args.report}")
+
+
+if __name__ == "__main__":
+    main()
