@@ -77,6 +77,13 @@ def append_report(path: Path, section: str) -> None:
     atomic_write_text(path, head.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n")
 
 
+def publish(path: Path, section: str) -> None:
+    """Append `section` to the report at `path` and print it, saying where it went."""
+    append_report(path, section)
+    print("\n" + section)
+    print(f"appended to {path}")
+
+
 def display(path: Path) -> str:
     """`path` relative to the checkout when it lies inside it (for report lines), else as given."""
     try:

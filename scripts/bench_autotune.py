@@ -117,9 +117,7 @@ def main(argv=None):
     )
     lines += bc.quick_note(args.quick) + section(results)
     text = "\n".join(lines)
-    bc.append_report(args.report, text)
-    print("\n" + text)
-    print(f"appended to {args.report}")
+    bc.publish(args.report, text)
 
 
 if __name__ == "__main__":

@@ -405,9 +405,7 @@ def main(argv=None):
     if "student" in results:
         lines += student_section(results["student"])
     section = "\n".join(lines)
-    bc.append_report(args.report, section)
-    print("\n" + section)
-    print(f"appended to {args.report}")
+    bc.publish(args.report, section)
 
 
 if __name__ == "__main__":

@@ -232,9 +232,7 @@ def main(argv=None):
         for f in args.pool_dir.glob("img_*.jpg"):
             f.unlink()
     text = section(args, command, machine_text, results, generate_s, time.perf_counter() - started)
-    bc.append_report(args.report, text)
-    print("\n" + text)
-    print(f"appended to {args.report}")
+    bc.publish(args.report, text)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from _bench_common import DEFAULT_DATA, DEFAULT_SPLIT, REPO, append_report, command_line, load_house_rooms, machine
+from _bench_common import DEFAULT_DATA, DEFAULT_SPLIT, REPO, command_line, load_house_rooms, machine, publish
 
 DEFAULT_RECIPE = REPO / "teachers" / "efficientnet_lite0.toml"
 
@@ -181,9 +181,7 @@ def main():
     paired = paired_difference(out / "probe", out / "teacher", task.class_map.positive_index)
     section = report_section(args, command, split_source, task, timing, teacher, probe, paired, out,
                              time.perf_counter() - started)
-    append_report(args.report, section)
-    print("\n" + section)
-    print(f"appended to {args.report}")
+    publish(args.report, section)
 
 
 if __name__ == "__main__":

@@ -254,9 +254,7 @@ def main(argv=None):
     diff = paired(task, tut, pl)
     text = section(args, command, machine_text, split_source, task, recipe, tut, pl, diff,
                    time.perf_counter() - started)
-    bc.append_report(args.report, text)
-    print("\n" + text)
-    print(f"appended to {args.report}")
+    bc.publish(args.report, text)
 
 
 if __name__ == "__main__":

@@ -291,9 +291,7 @@ def main(argv=None):
         bc.log(f"profiling the data wait: {args.loop_steps} steps")
         loop = profile_loop(s, args.loop_steps, args.trace)
     text = section(args, command, machine_text, s, fit_rows, loop, trace_s, time.perf_counter() - started)
-    bc.append_report(args.report, text)
-    print("\n" + text)
-    print(f"appended to {args.report}")
+    bc.publish(args.report, text)
 
 
 if __name__ == "__main__":
