@@ -123,6 +123,7 @@ class TeacherRun(TrainingRun):
     def run_phase1(self, model, train) -> dict:
         """Fit the head on cached backbone features; leaves the best head in `model`. Returns a summary."""
         from pseudolabel.features import FEATURES_NPZ, cached_features, compute_features
+        from pseudolabel.pipeline import array_dataset
 
         started = time.perf_counter()
         backbone, head = model.get_layer("backbone"), model.get_layer("head")
@@ -140,7 +141,9 @@ class TeacherRun(TrainingRun):
         callbacks = self.callbacks(patience=train.phase1_patience, backup=False, start_epoch=0, checkpoint=HEAD_WEIGHTS,
                                    monitor=train.select, initial_best=start.get(train.select))
         history = head.fit(
-            *train_xy, validation_data=val_xy, epochs=train.phase1_epochs, batch_size=train.batch_size, shuffle=True,
+            array_dataset(train_xy, batch_size=train.batch_size, shuffle=True, seed=train.seed),
+            validation_data=array_dataset(val_xy, batch_size=train.batch_size), epochs=train.phase1_epochs,
+            shuffle=False,  # the dataset shuffles, with the run's seed
             class_weight=class_weights(features["train_y"], num_classes, train.class_weight),
             callbacks=callbacks, verbose=keras_verbose(self.verbose),
         )
@@ -157,6 +160,7 @@ class TeacherRun(TrainingRun):
     def initialise_head(self, head, features, val_xy) -> dict:
         """The head as the linear probe fitted on the cached train features (C by CV on train):
         saved as the phase-1 checkpoint to beat, its val scores returned as `val_loss`/`val_auc`."""
+        from pseudolabel.pipeline import array_dataset
         from pseudolabel.probe import cv_folds, fit_probe, probe_summary, set_head_from_probe
 
         counts = np.bincount(features["train_y"])
@@ -167,7 +171,8 @@ class TeacherRun(TrainingRun):
         set_head_from_probe(head, classifier)
         freeze_batchnorm(head)   # its statistics are the probe's scaler
         compile_classifier(head, self.config.train.phase1_lr, auc=True)
-        scores = head.evaluate(*val_xy, verbose=0, return_dict=True)
+        scores = head.evaluate(array_dataset(val_xy, batch_size=self.config.train.batch_size), verbose=0,
+                               return_dict=True)
         save_weights(head, self.file(HEAD_WEIGHTS))
         return {"val_loss": float(scores["loss"]), "val_auc": float(scores["auc"]),
                 "probe": probe_summary(classifier[-1], folds)}

@@ -264,3 +264,25 @@ def test_autotuning_is_off_unless_asked_and_changes_no_element(image_paths):
     assert on.options().autotune.enabled is True
     for part in range(3):
         np.testing.assert_array_equal(_stack(_epoch(off), part), _stack(_epoch(on), part))
+
+
+def test_array_dataset_batches_shuffles_per_epoch_by_seed_and_refuses_ragged_arrays():
+    x, y = np.arange(10, dtype=np.float32)[:, None], np.arange(10) % 2
+    plain = pipeline.array_dataset((x, y), batch_size=4)
+    assert plain.options().autotune.enabled is False
+    assert [len(b) for b, _ in _epoch(plain)] == [4, 4, 2]
+    np.testing.assert_array_equal(_stack(_epoch(plain), 0)[:, 0], np.arange(10))
+
+    def orders(seed):
+        ds = pipeline.array_dataset((x, y), batch_size=4, shuffle=True, seed=seed)
+        return [_stack(_epoch(ds), 0)[:, 0] for _ in range(2)]
+
+    (a1, a2), (b1, b2), (c1, _) = orders(1), orders(1), orders(2)
+    assert sorted(a1) == list(range(10))
+    shuffled = _epoch(pipeline.array_dataset((x, y), batch_size=4, shuffle=True, seed=1))
+    np.testing.assert_array_equal(_stack(shuffled, 1), _stack(shuffled, 0)[:, 0] % 2)   # rows stay whole
+    np.testing.assert_array_equal(a1, b1)
+    np.testing.assert_array_equal(a2, b2)
+    assert not np.array_equal(a1, a2) and not np.array_equal(a1, c1)
+    with pytest.raises(ValueError, match="different lengths"):
+        pipeline.array_dataset((x, y[:5]), batch_size=4)
