@@ -52,15 +52,59 @@ def finished_summary(experiment, seed: int) -> Path | None:
     return path if path.is_file() else None
 
 
-def record_seed(summary_file: Path, records: Path, seed: int) -> Path:
-    """The seed's comparison summary, with how its runs were trained (`trained_by`) added."""
+def record_seed(summary_file: Path, records: Path, seed: int, config: dict) -> Path:
+    """The seed's comparison summary, with how its runs were trained (`trained_by`) and the
+    experiment's resolved config and its fingerprint (`config_fingerprint`) added."""
     from pseudolabel.rundir import atomic_write_json
 
     records.mkdir(parents=True, exist_ok=True)
     target = records / f"seed-{seed}.json"
     summary = json.loads(Path(summary_file).read_text())
-    atomic_write_json(target, {**summary, "trained_by": trained_by(summary)})
+    atomic_write_json(target, {**summary, "trained_by": trained_by(summary), "config": config,
+                               "config_fingerprint": fingerprint(config)})
     return target
+
+
+def resolved_config(experiment) -> dict:
+    """The experiment as every seed trains it (recipes resolved), seed-independent and
+    checkout-independent: no output or file location, paths relative to the checkout."""
+    import os
+
+    from pseudolabel.seeds import with_seed
+
+    base = Path(experiment.path).resolve().parent.parent   # experiments/NAME.toml -> the checkout
+
+    def relative(value):
+        if isinstance(value, dict):
+            return {k: relative(v) for k, v in value.items() if k not in ("output", "path")}
+        if isinstance(value, list):
+            return [relative(v) for v in value]
+        if isinstance(value, str) and os.path.isabs(value):
+            return os.path.relpath(value, base)
+        return value
+
+    return relative(with_seed(experiment, 0).model_dump(mode="json"))
+
+
+def fingerprint(config: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_records(records: Path, config: dict, *, record_only: bool) -> None:
+    """Records of another config of this experiment are never added to silently: stop with one
+    line (with --record-only, which trains nothing, only warn: the report says what they hold)."""
+    current = fingerprint(config)
+    for path, summary in recorded_files(records).items():
+        theirs = summary.get("config_fingerprint")
+        if theirs != current:
+            what = f"another config (fingerprint {theirs})" if theirs else "a config from before records had fingerprints"
+            message = (f"{path}: recorded with {what} of this experiment, not the current one ({current}); "
+                       "record this config elsewhere (--records DIR) or move those records aside")
+            if not record_only:
+                sys.exit(message)
+            print(f"warning: {message}", file=sys.stderr)
 
 
 def trained_by(summary: dict) -> list[dict]:
@@ -117,12 +161,14 @@ def trained_by_line(summaries: dict[int, dict], records: Path) -> str:
     return "Trained by (each run's provenance.json; a resumed run counts from its last start): " + "; ".join(parts)
 
 
+def recorded_files(records: Path) -> dict[Path, dict]:
+    """{record file: comparison summary} of every record in `records`."""
+    return {path: json.loads(path.read_text()) for path in sorted(records.glob("seed-*.json"))}
+
+
 def recorded(records: Path) -> dict[int, dict]:
     """{seed: comparison summary} of every record in `records`."""
-    out = {}
-    for path in sorted(records.glob("seed-*.json")):
-        out[int(path.stem.split("-", 1)[1])] = json.loads(path.read_text())
-    return out
+    return {int(path.stem.split("-", 1)[1]): summary for path, summary in recorded_files(records).items()}
 
 
 def class_shares(summaries: dict[int, dict]) -> dict:
@@ -171,6 +217,15 @@ def goals(result: dict, shares: dict, positive: str | None) -> list[str]:
     return lines
 
 
+def config_line(summaries: dict[int, dict], current: str) -> str:
+    """Which config the records were trained with, against the experiment's current one."""
+    theirs = {seed: summary.get("config_fingerprint") for seed, summary in summaries.items()}
+    if set(theirs.values()) == {current}:
+        return f"Config: fingerprint {current} in every record, the experiment's current config (each record holds it)"
+    told = ", ".join(f"seed {seed}: {fp or 'none (recorded before fingerprints)'}" for seed, fp in sorted(theirs.items()))
+    return f"Config: **the records differ from the experiment's current config ({current})**: {told}"
+
+
 def share_table(shares: dict) -> list[str]:
     if not shares["rounds"]:
         return []
@@ -185,8 +240,7 @@ def share_table(shares: dict) -> list[str]:
     return lines
 
 
-def section(experiment, result: dict, shares: dict, positive, started_on: str, records: Path,
-            trained: str = "") -> str:
+def section(experiment, result: dict, shares: dict, positive, started_on: str, records: Path, *details: str) -> str:
     from pseudolabel.seeds import seeds_markdown
 
     # Without its "# Over seeds" heading, and its "## " subheadings one level down: inside
@@ -196,7 +250,7 @@ def section(experiment, result: dict, shares: dict, positive, started_on: str, r
         *bench.section_head(f"{SECTION_TITLE}: {experiment.name}", bench.command_line(), started_on,
                             f"Recorded seeds {result['seeds']} (records: {bench.display(records)}/, one "
                             "comparison summary per seed; each seed's chain ran on this machine, possibly in "
-                            "another session, with other work beside it)", *([trained] if trained else [])),
+                            "another session, with other work beside it)", *(d for d in details if d)),
         body.rstrip("\n"), "",
         "Predicted class share of each round's pseudo-labels (the teaching model's argmax over the pools, "
         "before selection), over the recorded seeds:", "",
@@ -213,6 +267,8 @@ def main(argv=None) -> None:
 
     experiment = load_experiment(args.experiment)
     records = args.records / experiment.name
+    config = resolved_config(experiment)
+    check_records(records, config, record_only=args.record_only)
     for seed in [int(s) for s in args.seeds.split(",")]:
         if (records / f"seed-{seed}.json").exists():
             bench.log(f"seed {seed}: recorded already ({records / f'seed-{seed}.json'})")
@@ -224,7 +280,7 @@ def main(argv=None) -> None:
         if summary is None:
             bench.log(f"seed {seed}: not finished, not recorded")
             continue
-        bench.log(f"seed {seed}: recorded -> {record_seed(summary, records, seed)}")
+        bench.log(f"seed {seed}: recorded -> {record_seed(summary, records, seed, config)}")
         report(experiment, args, records, started_on)   # after every seed: a cut session keeps it
     if not recorded(records):
         sys.exit(f"{records}: no finished seed recorded yet")
@@ -241,7 +297,8 @@ def report(experiment, args, records: Path, started_on: str) -> None:
     summaries = recorded(records)
     result = write_seed_report(summaries, records)
     text = section(experiment, result, class_shares(summaries), summaries[min(summaries)].get("positive_class"),
-                   started_on, records, trained_by_line(summaries, records))
+                   started_on, records, trained_by_line(summaries, records),
+                   config_line(summaries, fingerprint(resolved_config(experiment))))
     if not args.no_report:
         bench.replace_section(args.report, f"{SECTION_TITLE}: {experiment.name}", text)
     print(text)

@@ -175,6 +175,43 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     assert "from trained_by.txt): by hand, on Tuesday" in bench_md.read_text()
 
 
+def test_seed_records_carry_their_config_and_another_config_is_never_added_silently(tmp_path, capsys):
+    import seed_benchmark
+
+    from pseudolabel.config import load_experiment
+    from pseudolabel.demo import write_demo
+    from pseudolabel.seeds import with_seed
+
+    experiment_file = write_demo(tmp_path / "a" / "demo", n_labeled=8, n_unlabeled=4, n_test=4, size=16, epochs=1)
+    elsewhere = write_demo(tmp_path / "b" / "demo", n_labeled=8, n_unlabeled=4, n_test=4, size=16, epochs=1)
+    experiment = load_experiment(experiment_file)
+    current = seed_benchmark.fingerprint(seed_benchmark.resolved_config(experiment))
+    # The same experiment in another checkout (other absolute paths) has the same fingerprint.
+    assert seed_benchmark.fingerprint(seed_benchmark.resolved_config(load_experiment(elsewhere))) == current
+    report = Path(with_seed(experiment, 0).output) / "report"
+    report.mkdir(parents=True)
+    (report / "compare.json").write_text(json.dumps(_summary({"round0_teacher": 0.8, "baseline_probe": 0.83,
+                                                              "round1_lite0": 0.86}, 0.4)))
+    records, bench_md = tmp_path / "records", tmp_path / "bench.md"
+    args = [str(experiment_file), "--seeds", "0", "--records", str(records), "--report", str(bench_md)]
+    seed_benchmark.main([*args, "--record-only"])
+    record = json.loads((records / "demo" / "seed-0.json").read_text())
+    assert record["config_fingerprint"] == current and record["config"]["pseudo"]["threshold"] == 0.3
+    assert f"Config: fingerprint {current} in every record" in bench_md.read_text()
+    seed_benchmark.main(args)   # the same config: the recorded seed counts, nothing retrained
+
+    with open(experiment_file, "a") as f:    # the experiment changes: its records no longer match
+        f.write("\n[pseudo]\nthreshold = 0.6\n")
+    with pytest.raises(SystemExit) as stopped:
+        seed_benchmark.main(args)
+    message = str(stopped.value)
+    assert "seed-0.json: recorded with another config" in message and "--records DIR" in message
+    assert "\n" not in message
+    seed_benchmark.main([*args, "--record-only"])   # the report can still be rebuilt, and says so
+    assert "warning:" in capsys.readouterr().err
+    assert "the records differ from the experiment's current config" in bench_md.read_text()
+
+
 def _record(run, seed, auc):
     return {"run": run, "seed": seed, "roc_auc": auc, "train_s": 60.0 * (seed + 1)}
 
