@@ -2,6 +2,7 @@
 
     python scripts/bench_selection.py                       # about 3 min on 2 cores (features cached)
     python scripts/bench_selection.py --budgets 25,50,100 --seeds 0,1,2,3,4 --rooms Bedroom
+    python scripts/bench_selection.py --teachers probe,self_training   # about 20 min
     python scripts/bench_selection.py --quick --out /tmp/bench.md
 
 No network trains here, so every `[pseudo]` rule can be compared on many label subsets in minutes:
@@ -12,7 +13,9 @@ No network trains here, so every `[pseudo]` rule can be compared on many label s
    hidden and joins the pool, its labels known to this script only.
 3. The teacher is the linear probe fitted on the n kept images (`probe.fit_probe`, C by CV): the
    default Lite0 teacher (head initialised from the probe, `phase2_margin`) kept the probe on
-   every seed measured (BENCHMARKS.md, "Teacher recipe variants").
+   every seed measured (BENCHMARKS.md, "Teacher recipe variants"). With `--teachers
+   probe,self_training` also the probe self-trained on the pool (`[students] first_teacher =
+   "self_training"`; its threshold chosen by CV on the kept labels): are its pseudo-labels better?
 4. Each rule is `pseudolabels.select_pseudo_labels` on the teacher's table over the pool (hidden
    train images + the room images), with the labeled prior of the n kept images, and
    `pseudolabels.quality.pseudo_label_quality` scores what it selected against the hidden labels.
@@ -54,6 +57,8 @@ def parse_args(argv=None):
     p.add_argument("--budgets", default="25,50,100", help="labels kept, comma-separated (each below the train split)")
     p.add_argument("--seeds", default="0,1,2,3,4", help="label subsets, comma-separated")
     p.add_argument("--rooms", default="Bedroom", help="room folders whose unlabeled images form the pool")
+    p.add_argument("--teachers", default="probe", help=f"comma-separated, of {', '.join(TEACHERS)} "
+                   "(self_training fits a CV-chosen self-training per subset: minutes each)")
     p.add_argument("--work", type=Path, default=Path("/tmp/pseudolabel-bench-selection"),
                    help="where the features are cached")
     bc.add_report_args(p)
@@ -61,6 +66,10 @@ def parse_args(argv=None):
     args.budgets = [int(b) for b in args.budgets.split(",")]
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.rooms = tuple(r.strip() for r in args.rooms.split(","))
+    args.teachers = [t.strip() for t in args.teachers.split(",")]
+    unknown = [t for t in args.teachers if t not in TEACHERS]
+    if unknown:
+        p.error(f"--teachers: unknown {', '.join(unknown)} (known: {', '.join(TEACHERS)})")
     if args.quick:
         args.budgets, args.seeds = args.budgets[:1], args.seeds[:2]
     return args
@@ -94,14 +103,12 @@ def features(args, task) -> dict:
     return {"x": x, "n_train": len(train_paths), "paths": paths}
 
 
-def one_subset(task, feats, order, budget: int, seed: int) -> dict:
-    """{rule: quality report} for the first `budget` images of `order` as labels, the rest hidden."""
+def one_subset(task, feats, order, budget: int, seed: int, teachers) -> dict:
+    """{teacher: {rule: scores}} with the first `budget` images of `order` as labels, the rest hidden."""
     import numpy as np
 
     from pseudolabel.data.truth import truth_key
-    from pseudolabel.probe import cv_folds, fit_probe
-    from pseudolabel.pseudolabels import PseudoLabelTable, select_pseudo_labels
-    from pseudolabel.pseudolabels.quality import pseudo_label_quality
+    from pseudolabel.pseudolabels import PseudoLabelTable
 
     n_train, x, paths = feats["n_train"], feats["x"], feats["paths"]
     _, train_y = task.split.subset("train")
@@ -109,24 +116,63 @@ def one_subset(task, feats, order, budget: int, seed: int) -> dict:
     kept = np.array([position[truth_key(task.root / image)] for image in order[:budget]])
     hidden = np.setdiff1d(np.arange(n_train), kept)
     pool = np.concatenate([hidden, np.arange(n_train, len(paths))])
-    counts = np.bincount(train_y[kept], minlength=len(task.class_map.names))
-    probe = fit_probe(x[kept], train_y[kept], cv=cv_folds(counts), seed=seed)
-    table = PseudoLabelTable(images=[paths[i] for i in pool],
-                             pools=["hidden_train" if i < n_train else "rooms" for i in pool],
-                             sha256=[""] * len(pool), probs=probe.predict_proba(x[pool]).astype(np.float32),
-                             class_names=list(task.class_map.names))
-    prior = counts / counts.sum()
+    prior = np.bincount(train_y[kept], minlength=len(task.class_map.names)) / len(kept)
     truth = {truth_key(paths[i]): int(train_y[i]) for i in hidden}
+    out = {}
+    for teacher in teachers:
+        probs = TEACHERS[teacher](x[kept], train_y[kept], x[pool], seed)
+        table = PseudoLabelTable(images=[paths[i] for i in pool],
+                                 pools=["hidden_train" if i < n_train else "rooms" for i in pool],
+                                 sha256=[""] * len(pool), probs=probs.astype(np.float32),
+                                 class_names=list(task.class_map.names))
+        out[teacher] = score_rules(table, truth, prior, task.class_map.positive_index, seed)
+    return out
+
+
+def score_rules(table, truth: dict, prior, positive: int, seed: int) -> dict:
+    """{rule: scores} of every RULES entry on `table`, against `truth` (hidden images only)."""
+    from pseudolabel.pseudolabels import select_pseudo_labels
+    from pseudolabel.pseudolabels.quality import pseudo_label_quality
+
     out = {}
     for name, rule in RULES.items():
         selected, targets, report = select_pseudo_labels(table, seed=seed, prior=prior, **rule)
         quality = pseudo_label_quality(table, selected, targets, truth)
         out[name] = {"accuracy": quality["selected"]["accuracy"], "accuracy_rows": quality["selected"]["accuracy_rows"],
                      "teacher_accuracy": quality["all"]["accuracy"],
-                     "share": report["selected"]["target_share"][task.class_map.names[task.class_map.positive_index]],
+                     "share": report["selected"]["target_share"][table.class_names[positive]],
                      "unique": report["selected"]["unique_images"], "rows": report["selected"]["n"],
-                     "prior": float(prior[task.class_map.positive_index])}
+                     "prior": float(prior[positive])}
     return out
+
+
+def probe_teacher(train_x, train_y, pool_x, seed: int):
+    """The linear probe on the kept labels (C by CV): its probabilities on the pool."""
+    import numpy as np
+
+    from pseudolabel.probe import cv_folds, fit_probe
+
+    folds = cv_folds(np.bincount(train_y))
+    return fit_probe(train_x, train_y, cv=folds, seed=seed).predict_proba(pool_x)
+
+
+def self_training_teacher(train_x, train_y, pool_x, seed: int):
+    """The probe self-trained on the pool (`[students] first_teacher = "self_training"`): C as the
+    probe's, the threshold by CV on the kept labels, as `baseline_self_training` chooses them."""
+    import numpy as np
+
+    from pseudolabel.config.schema import SelfTrainingConfig
+    from pseudolabel.probe import choose_threshold, cv_folds, fit_probe, fit_self_training, probe_summary
+
+    folds = cv_folds(np.bincount(train_y))
+    c = probe_summary(fit_probe(train_x, train_y, cv=folds, seed=seed)[-1], folds)["C"]
+    threshold, _ = choose_threshold(train_x, train_y, pool_x, C=c, thresholds=SelfTrainingConfig().thresholds,
+                                    cv=folds, seed=seed)
+    return fit_self_training(train_x, train_y, pool_x, C=c, threshold=threshold, seed=seed).predict_proba(pool_x)
+
+
+TEACHERS = {"probe": probe_teacher, "self_training": self_training_teacher}
+TEACHER_NAMES = {"probe": "linear probe", "self_training": "self-trained probe"}
 
 
 def measure(args) -> dict:
@@ -139,9 +185,10 @@ def measure(args) -> dict:
     for budget in args.budgets:
         for seed in args.seeds:
             order = label_order(train_items, task.class_map, seed)
-            results[(budget, seed)] = one_subset(task, feats, order, budget, seed)
-            bc.log(f"budget {budget}, seed {seed}: teacher accuracy on the hidden train images "
-                   f"{next(iter(results[(budget, seed)].values()))['teacher_accuracy']:.3f}")
+            results[(budget, seed)] = one_subset(task, feats, order, budget, seed, args.teachers)
+            accuracy = {t: next(iter(r.values()))["teacher_accuracy"] for t, r in results[(budget, seed)].items()}
+            bc.log(f"budget {budget}, seed {seed}: accuracy on the hidden train images "
+                   + ", ".join(f"{t} {a:.3f}" for t, a in accuracy.items()))
     return {"results": results, "n_pool": len(feats["paths"]) - feats["n_train"], "n_train": feats["n_train"],
             "positive": task.class_map.names[task.class_map.positive_index]}
 
@@ -157,28 +204,33 @@ def _mean_sd(values, percent: bool = False) -> str:
 
 
 def section(args, measured: dict) -> list[str]:
-    results, positive = measured["results"], measured["positive"]
+    results = measured["results"]
     lines = [f"Pool: the hidden train images + {measured['n_pool']} unlabeled images of {', '.join(args.rooms)}; "
              f"seeds {','.join(map(str, args.seeds))}; mean ± sd over seeds.", ""]
     for budget in args.budgets:
-        runs = [results[(budget, s)] for s in args.seeds]
-        first = next(iter(RULES))
-        teacher = _mean_sd([r[first]["teacher_accuracy"] for r in runs])
-        prior = _mean_sd([r[first]["prior"] for r in runs], percent=True)
-        lines += [f"### {budget} labels ({measured['n_train'] - budget} train images hidden in the pool)", "",
-                  f"The teacher's argmax on all hidden images: accuracy {teacher}. Labeled '{positive}' share "
-                  f"(prior): {prior}.", "",
-                  f"| rule | accuracy, selected hidden images | accuracy, training rows | '{positive}' share of the "
-                  f"targets | minus the prior (points) | distinct images kept |", "| --- | --- | --- | --- | --- | --- |"]
-        for name in RULES:
-            cells = [r[name] for r in runs]
-            lines.append(
-                f"| {name} | {_mean_sd([c['accuracy'] for c in cells])} | {_mean_sd([c['accuracy_rows'] for c in cells])} "
-                f"| {_mean_sd([c['share'] for c in cells], percent=True)} "
-                f"| {_mean_sd([c['share'] - c['prior'] for c in cells], percent=True)} "
-                f"| {statistics.mean(c['unique'] for c in cells):.0f} |")
-        lines.append("")
+        lines += [f"### {budget} labels ({measured['n_train'] - budget} train images hidden in the pool)", ""]
+        for teacher in args.teachers:
+            lines += rules_table(teacher, [results[(budget, s)][teacher] for s in args.seeds], measured["positive"])
     return lines
+
+
+def rules_table(teacher: str, runs: list[dict], positive: str) -> list[str]:
+    """One teacher's rules at one budget: a Markdown table, mean ± sd over the seeds' `runs`."""
+    first = next(iter(RULES))
+    accuracy = _mean_sd([r[first]["teacher_accuracy"] for r in runs])
+    prior = _mean_sd([r[first]["prior"] for r in runs], percent=True)
+    lines = [f"Teacher **{TEACHER_NAMES[teacher]}**: its argmax on all hidden images is right {accuracy}. "
+             f"Labeled '{positive}' share (prior): {prior}.", "",
+             f"| rule | accuracy, selected hidden images | accuracy, training rows | '{positive}' share of the "
+             f"targets | minus the prior (points) | distinct images kept |", "| --- | --- | --- | --- | --- | --- |"]
+    for name in RULES:
+        cells = [r[name] for r in runs]
+        lines.append(
+            f"| {name} | {_mean_sd([c['accuracy'] for c in cells])} | {_mean_sd([c['accuracy_rows'] for c in cells])} "
+            f"| {_mean_sd([c['share'] for c in cells], percent=True)} "
+            f"| {_mean_sd([c['share'] - c['prior'] for c in cells], percent=True)} "
+            f"| {statistics.mean(c['unique'] for c in cells):.0f} |")
+    return lines + [""]
 
 
 def main(argv=None):
