@@ -68,6 +68,20 @@ def section_head(title: str, command: str, machine_text: str, *details: str) -> 
             *(f"- {d}" for d in details), ""]
 
 
+class RunHead:
+    """The head of a benchmark's section, started with the run: command line, machine (load
+    average at the start) and the whole script's minutes; "(QUICK, not results)" when quick."""
+
+    def __init__(self, title: str, quick: bool = False):
+        self.title, self.quick = title, quick
+        self.command, self.machine, self.started = command_line(), machine(), time.perf_counter()
+
+    def lines(self, *details: str) -> list[str]:
+        minutes = (time.perf_counter() - self.started) / 60
+        return [*section_head(self.title + (" (QUICK, not results)" if self.quick else ""), self.command, self.machine,
+                              *details, f"Whole script {minutes:.1f} min"), *quick_note(self.quick)]
+
+
 def append_report(path: Path, section: str) -> None:
     """Append `section` to the Markdown report at `path` (created with the usual head), atomically."""
     from pseudolabel.rundir import atomic_write_text

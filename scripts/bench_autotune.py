@@ -27,7 +27,6 @@ and `array_dataset` are what the package uses; `autotune=True` is tf.data's defa
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import _bench_common as bc
@@ -138,19 +137,13 @@ def section(results: dict) -> list[str]:
 
 def main(argv=None):
     args = parse_args(argv)
-    command, machine_text = bc.command_line(), bc.machine()
-    started = time.perf_counter()
+    head = bc.RunHead(SECTION_TITLE, args.quick)
     import tensorflow as tf
 
     results = measure(args)
-    lines = bc.section_head(
-        SECTION_TITLE + (" (QUICK, not results)" if args.quick else ""), command, machine_text,
-        f"Data: {args.data}; TensorFlow {tf.__version__}; EfficientNet-Lite0 (ImageNet weights), 224 px, "
-        f"batch {args.batch_size}; variants alternated; whole script {(time.perf_counter() - started) / 60:.1f} min",
-    )
-    lines += bc.quick_note(args.quick) + section(results)
-    text = "\n".join(lines)
-    bc.publish(args.report, text)
+    details = (f"Data: {args.data}; TensorFlow {tf.__version__}; EfficientNet-Lite0 (ImageNet weights), 224 px, "
+               f"batch {args.batch_size}; variants alternated")
+    bc.publish(args.report, "\n".join(head.lines(details) + section(results)))
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import _bench_common as bc
@@ -235,14 +234,11 @@ def rules_table(teacher: str, runs: list[dict], positive: str) -> list[str]:
 
 def main(argv=None):
     args = parse_args(argv)
-    command, machine_text = bc.command_line(), bc.machine()
-    started = time.perf_counter()
+    head = bc.RunHead(SECTION_TITLE, args.quick)
     measured = measure(args)
-    lines = bc.section_head(
-        SECTION_TITLE + (" (QUICK, not results)" if args.quick else ""), command, machine_text,
-        f"Data: {args.data}; teacher: the linear probe on frozen EfficientNet-Lite0 features of the kept labels; "
-        f"whole script {(time.perf_counter() - started) / 60:.1f} min")
-    bc.publish(args.report, "\n".join(lines + bc.quick_note(args.quick) + section(args, measured)))
+    details = (f"Data: {args.data}; teachers: {', '.join(TEACHER_NAMES[t] for t in args.teachers)}, on frozen "
+               "EfficientNet-Lite0 features of the kept labels")
+    bc.publish(args.report, "\n".join(head.lines(details) + section(args, measured)))
 
 
 if __name__ == "__main__":
