@@ -222,7 +222,11 @@ def config_line(summaries: dict[int, dict], current: str) -> str:
     theirs = {seed: summary.get("config_fingerprint") for seed, summary in summaries.items()}
     if set(theirs.values()) == {current}:
         return f"Config: fingerprint {current} in every record, the experiment's current config (each record holds it)"
-    told = ", ".join(f"seed {seed}: {fp or 'none (recorded before fingerprints)'}" for seed, fp in sorted(theirs.items()))
+    groups: dict = {}
+    for seed, fp in sorted(theirs.items()):
+        groups.setdefault(fp, []).append(str(seed))
+    told = "; ".join(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}: "
+                     f"{fp or 'none (recorded before fingerprints)'}" for fp, seeds in groups.items())
     return f"Config: **the records differ from the experiment's current config ({current})**: {told}"
 
 
