@@ -285,15 +285,15 @@ def main(argv=None) -> None:
             bench.log(f"seed {seed}: not finished, not recorded")
             continue
         bench.log(f"seed {seed}: recorded -> {record_seed(summary, records, seed, config)}")
-        report(experiment, args, records, started_on)   # after every seed: a cut session keeps it
+        report(experiment, args, records, started_on, fingerprint(config))   # after every seed: a cut session keeps it
     if not recorded(records):
         sys.exit(f"{records}: no finished seed recorded yet")
     # Once more from the records, also when no seed was added: the section can be rebuilt (say,
     # after a format change) without training anything.
-    report(experiment, args, records, started_on)
+    report(experiment, args, records, started_on, fingerprint(config))
 
 
-def report(experiment, args, records: Path, started_on: str) -> None:
+def report(experiment, args, records: Path, started_on: str, current: str) -> None:
     """seeds.md / seeds.json beside the records and the experiment's section of BENCHMARKS.md."""
     from pseudolabel.seeds import write_seed_report
 
@@ -302,7 +302,7 @@ def report(experiment, args, records: Path, started_on: str) -> None:
     result = write_seed_report(summaries, records)
     text = section(experiment, result, class_shares(summaries), summaries[min(summaries)].get("positive_class"),
                    started_on, records, trained_by_line(summaries, records),
-                   config_line(summaries, fingerprint(resolved_config(experiment))))
+                   config_line(summaries, current))
     if not args.no_report:
         bench.replace_section(args.report, f"{SECTION_TITLE}: {experiment.name}", text)
     print(text)
