@@ -22,8 +22,8 @@ alike, the real pipeline against the same model fed from memory:
     Model: EfficientNet-Lite0 at 224 px, real ImageNet weights, batch 64 (the `[pseudo]`
     default); the head is untrained, which changes nothing about speed. Each engine on a single
     batch gives the fixed cost of one call (pipeline set-up, file handling; Ray's start-up), so the
-    marginal throughput of large pools can be reported too. Targets: end-to-end / model >= 0.95 on the median pair,
-    >= 0.85 on the worst; Ray / local >= 0.90 (within 10%) on the median pair.
+    marginal throughput of large pools can be reported too. Targets: end-to-end / model >= 0.95
+    on the median pair, >= 0.85 on the worst; Ray / local >= 0.90 (within 10%) on the median pair.
 
 (b) Student training: `NoisyStudent.fit` for K steps from the real input pipeline, built exactly
     as `students.train_student` builds it (labeled + pseudo-labeled batches side by side,
