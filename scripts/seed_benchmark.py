@@ -272,6 +272,7 @@ def main(argv=None) -> None:
     experiment = load_experiment(args.experiment)
     records = args.records / experiment.name
     config = resolved_config(experiment)
+    current = fingerprint(config)
     check_records(records, config, record_only=args.record_only)
     for seed in [int(s) for s in args.seeds.split(",")]:
         if (records / f"seed-{seed}.json").exists():
@@ -285,12 +286,12 @@ def main(argv=None) -> None:
             bench.log(f"seed {seed}: not finished, not recorded")
             continue
         bench.log(f"seed {seed}: recorded -> {record_seed(summary, records, seed, config)}")
-        report(experiment, args, records, started_on, fingerprint(config))   # after every seed: a cut session keeps it
+        report(experiment, args, records, started_on, current)   # after every seed: a cut session keeps it
     if not recorded(records):
         sys.exit(f"{records}: no finished seed recorded yet")
     # Once more from the records, also when no seed was added: the section can be rebuilt (say,
     # after a format change) without training anything.
-    report(experiment, args, records, started_on, fingerprint(config))
+    report(experiment, args, records, started_on, current)
 
 
 def report(experiment, args, records: Path, started_on: str, current: str) -> None:
