@@ -4,6 +4,7 @@
     python scripts/bench_pipeline.py --quick --out /tmp/bench.md
     python scripts/bench_pipeline.py --part labeling --images 4096 --repeats 5
     python scripts/bench_pipeline.py --part labeling --images 1000 --reps 2 --no-ray
+    python scripts/bench_pipeline.py --part ray-startup --repeats 3
 
 Both parts time, in ONE process and alternating the variants (A B A B ...) so drift hits both
 alike, the real pipeline against the same model fed from memory:
@@ -35,6 +36,12 @@ alike, the real pipeline against the same model fed from memory:
     backbone BatchNorm frozen; `--unfreeze-blocks all` trains the whole backbone as the paper
     does). Target: pipeline / in-memory >= 0.95 on the median pair, >= 0.85 on the worst.
 
+(c) Ray's start-up on one machine (`--part ray-startup`): where the fixed cost of a Ray labeling
+    goes. Per repetition: `ray.init` of a local Ray (as the Ray engine starts it), then one actor
+    doing what a labeling actor does before its first batch (import TensorFlow, load the .keras
+    classifier, trace the compiled forward on one batch), each step timed inside the actor, then
+    `ray.shutdown`.
+
 Images per second count every image a step trains on (labeled + pseudo-labeled).
 """
 
@@ -57,7 +64,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=bc.DEFAULT_DATA, help="House Rooms folder (labels.csv inside)")
     p.add_argument("--split", type=Path, default=bc.DEFAULT_SPLIT, help="fixed split CSV (student part)")
-    p.add_argument("--part", choices=("both", "labeling", "student"), default="both")
+    p.add_argument("--part", choices=("both", "labeling", "student", "ray-startup"), default="both")
     p.add_argument("--repeats", "--reps", type=int, default=5, help="repetitions of each variant, alternated")
     g = p.add_argument_group("(a) pseudo-labeling")
     g.add_argument("--backbone", default="efficientnet_lite0", help="teacher backbone (real ImageNet weights)")
@@ -378,6 +385,88 @@ def student_section(r: dict) -> list[str]:
     ]
 
 
+# =========================================================================== (c) Ray's start-up
+
+STARTUP_STEPS = {"init": "`ray.init`: a local Ray on 2 CPUs (GCS, raylet, prestarted workers)",
+                 "actor_start": "an actor process scheduled and started",
+                 "import_tf": "the actor imports TensorFlow",
+                 "load": "the actor loads the classifier (.keras)",
+                 "first_forward": "the actor's first forward on one batch (tracing included)",
+                 "shutdown": "`ray.shutdown`"}
+
+
+def bench_ray_startup(args, workdir: Path) -> dict:
+    """Each start-up step of a Ray labeling, timed per repetition (section (c) of the docstring)."""
+    from pseudolabel import data
+    from pseudolabel.pseudolabels import ray_engine
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    model, model_text = _teacher(args, len(data.HOUSE_ROOMS_CLASSES.names))
+    model_file = workdir / "teacher.keras"
+    model.save(model_file)
+    size, times = int(model.input_shape[1]), {k: [] for k in STARTUP_STEPS}
+    for rep in range(args.repeats):
+        bc.log(f"(c) Ray start-up, repetition {rep + 1} of {args.repeats}")
+        started = time.perf_counter()
+        ray = ray_engine.connect()
+        times["init"].append(time.perf_counter() - started)
+        started = time.time()  # wall clock: compared with the actor's own clock
+        actor = ray.remote(num_cpus=1)(_StartupProbe).remote(str(model_file), size, args.batch_size)
+        steps = ray.get(actor.steps.remote())
+        times["actor_start"].append(steps.pop("created") - started)
+        for key, value in steps.items():
+            times[key].append(value)
+        started = time.perf_counter()
+        ray.shutdown()
+        times["shutdown"].append(time.perf_counter() - started)
+    return {"times": times, "model": model_text, "image_size": size, "batch_size": args.batch_size}
+
+
+class _StartupProbe:
+    """A Ray actor doing, and timing, what a labeling actor does before its first batch."""
+
+    def __init__(self, model_file: str, image_size: int, batch_size: int):
+        self.timings = {"created": time.time()}
+        started = time.perf_counter()
+        import numpy as np
+        import tensorflow  # noqa: F401
+
+        self.timings["import_tf"] = time.perf_counter() - started
+        from pseudolabel import quiet
+        from pseudolabel.pseudolabels.predict import batch_predictor, load_classifier
+
+        quiet.set_library_defaults()
+        started = time.perf_counter()
+        model, _, _ = load_classifier(model_file)
+        self.timings["load"] = time.perf_counter() - started
+        started = time.perf_counter()
+        batch_predictor(model, "none", image_size)(np.zeros((batch_size, image_size, image_size, 3), np.uint8))
+        self.timings["first_forward"] = time.perf_counter() - started
+
+    def steps(self) -> dict:
+        return self.timings
+
+
+def ray_startup_section(r: dict) -> list[str]:
+    t = r["times"]
+    before = {k: bc.median(t[k]) for k in STARTUP_STEPS if k != "shutdown"}
+    ray_only = before["init"] + before["actor_start"] + before["import_tf"]
+    return [
+        f"### (c) Ray's start-up on one machine ({r['model']}, {r['image_size']} px, batch {r['batch_size']})",
+        "",
+        "| step | time: median (min-max) |",
+        "| --- | --- |",
+        *(f"| {name} | {bc.spread(t[key])} |" for key, name in STARTUP_STEPS.items()),
+        "",
+        f"- Before Ray's first batch (every step but the shutdown, medians summed): **{sum(before.values()):.1f} s**.",
+        f"- Of these, a labeling in a fresh process with the local engine pays the load and the first forward too "
+        f"(in its own process); Ray alone adds `ray.init`, the actor's start and its TensorFlow import: "
+        f"**{ray_only:.1f} s** a labeling on a Ray it starts itself (joining a running cluster with `--address` "
+        "saves the `ray.init`, not the rest).",
+        "",
+    ]
+
+
 # =========================================================================== main
 
 
@@ -393,6 +482,8 @@ def main(argv=None):
             results["labeling"] = bench_labeling(args, Path(tmp) / "labeling")
         if args.part in ("both", "student"):
             results["student"] = bench_student(args, Path(tmp))
+        if args.part == "ray-startup":
+            results["ray_startup"] = bench_ray_startup(args, Path(tmp) / "ray_startup")
     lines = bc.section_head(
         "Input pipeline vs model benchmark" + (" (QUICK, not results)" if args.quick else ""), command, machine_text,
         f"Data: {args.data}; TensorFlow {tf.__version__}, {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
@@ -404,6 +495,8 @@ def main(argv=None):
         lines += labeling_section(result)
     if "student" in results:
         lines += student_section(results["student"])
+    if "ray_startup" in results:
+        lines += ray_startup_section(results["ray_startup"])
     section = "\n".join(lines)
     bc.publish(args.report, section)
 

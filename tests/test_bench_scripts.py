@@ -285,3 +285,16 @@ def test_algorithm_benchmark_records_pairs_writes_its_section_and_resumes(tmp_pa
     from types import SimpleNamespace
     with pytest.raises(SystemExit, match="made with budget"):   # records of another budget do not mix
         bench_algorithms.check_budget(records, SimpleNamespace(epochs=3, steps=2, batch=4, mu=2.0))
+
+
+def test_ray_startup_section_sums_the_steps_before_the_first_batch():
+    import bench_pipeline
+
+    times = {"init": [6.0, 8.0, 7.0], "actor_start": [0.5] * 3, "import_tf": [8.0] * 3, "load": [2.5] * 3,
+             "first_forward": [5.0] * 3, "shutdown": [1.0] * 3}
+    text = "\n".join(bench_pipeline.ray_startup_section({"times": times, "model": "m", "image_size": 224,
+                                                          "batch_size": 64}))
+    assert "**23.0 s**" in text           # 7 + 0.5 + 8 + 2.5 + 5: the shutdown is not counted
+    assert "**15.5 s** a labeling" in text  # Ray's own part: init, actor start, TensorFlow import
+    assert "7.00 s (6.00-8.00)" in text
+    assert bench_pipeline.parse_args(["--part", "ray-startup"]).part == "ray-startup"
