@@ -16,7 +16,7 @@ import numpy as np
 
 from pseudolabel.lifecycle import task_subset
 from pseudolabel.rundir import atomic_path
-from pseudolabel.training import keras_verbose
+from pseudolabel.training import predict_verbose
 
 FEATURES_NPZ = "features.npz"
 
@@ -35,7 +35,7 @@ def extract_features(backbone, dataset, *, verbose="auto") -> np.ndarray:
         # A dataset of unknown length (a pool whose unreadable images are skipped) makes Keras'
         # predict warn "Your input ran out of data" at its end, which is where it should stop.
         warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-        return np.asarray(backbone.predict(images_only, verbose=keras_verbose(verbose)), dtype=np.float32)
+        return np.asarray(backbone.predict(images_only, verbose=predict_verbose(verbose)), dtype=np.float32)
 
 
 def _is_tuple(dataset) -> bool:

@@ -82,6 +82,13 @@ def keras_verbose(verbose="auto"):
     return 1 if sys.stdout.isatty() else 2
 
 
+def predict_verbose(verbose="auto"):
+    """Keras' verbose for `predict`: as `keras_verbose`, but nothing in a log file, where a predict
+    call's one "epoch" line ("4/4 - 1s - 152ms/step") says neither what was predicted nor how far."""
+    verbose = keras_verbose(verbose)
+    return 0 if verbose == 2 else verbose
+
+
 def one_hot(labels, num_classes: int) -> np.ndarray:
     return np.eye(int(num_classes), dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
 

@@ -499,3 +499,22 @@ def test_features_of_a_pool_with_an_unreadable_image_come_without_a_keras_warnin
         features = extract_features(create_backbone("tiny_cnn", image_size=32, weights=None), pool, verbose=0)
     assert features.shape[0] == 5
     assert not [w for w in caught if "ran out of data" in str(w.message)]
+
+
+def test_features_print_no_keras_line_in_a_log_file_and_a_progress_bar_on_a_terminal(dataset_root, capfd, monkeypatch):
+    """In a log file (stdout not a terminal) a predict call's one Keras line ("3/3 - 0s - 30ms/step")
+    names nothing: it is left out; on a terminal the progress bar stays."""
+    import sys
+
+    from pseudolabel.backbones import create_backbone
+    from pseudolabel.features import extract_features, plain_dataset
+
+    backbone = create_backbone("tiny_cnn", image_size=32, weights=None)
+    images = plain_dataset(sorted((dataset_root / "Labeled").glob("*.jpg"))[:6], image_size=32, batch_size=2)
+    capfd.readouterr()
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert extract_features(backbone, images).shape[0] == 6
+    assert "step" not in capfd.readouterr().out
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    extract_features(backbone, images)
+    assert "3/3" in capfd.readouterr().out
