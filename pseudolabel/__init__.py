@@ -23,6 +23,10 @@ from pseudolabel import quiet as _quiet
 
 # albumentations checks online for updates at import; this machine class is offline.
 _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# oneDNN's CPU kernels, unless the user chose: TensorFlow turns them on by itself only on CPUs with
+# AVX-512 VNNI or newer; on AVX2 CPUs they labeled and trained much faster here (BENCHMARKS.md,
+# "TensorFlow oneDNN off vs on"). Read when TensorFlow is imported, so set before it.
+_os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 # TensorFlow's C++ log level, unless the user set one (pseudolabel.quiet remembers which).
 _quiet.set_library_defaults()
 

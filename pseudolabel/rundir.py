@@ -312,6 +312,15 @@ def clean_stale_temporaries(directory: str | Path, names=None) -> list[Path]:
     return removed
 
 
+# Environment settings that change TensorFlow's numerics or speed, recorded beside the versions.
+RECORDED_ENVIRONMENT = ("TF_ENABLE_ONEDNN_OPTS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
+                        "TF_DETERMINISTIC_OPS", "CUDA_VISIBLE_DEVICES")
+
+
+def recorded_environment() -> dict[str, str]:
+    return {name: os.environ[name] for name in RECORDED_ENVIRONMENT if name in os.environ}
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _PACKAGES:
@@ -352,6 +361,7 @@ class RunDir:
                 "seed": seed,
                 "data": data,
                 "versions": package_versions(),
+                "environment": recorded_environment(),
                 "command": sys.argv,
                 "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "host": platform.node(),

@@ -69,3 +69,17 @@ def test_cli_command_importing_tensorflow_shows_banners_only_with_verbose(verbos
     else:
         assert banner_lines == [], result.stderr
         assert "oneDNN" not in result.stderr and "InitializeLog" not in result.stderr
+
+
+@pytest.mark.parametrize("user_setting, on", [(None, True), ("0", False)])
+def test_the_package_turns_onednn_on_before_tensorflow_unless_the_user_chose(user_setting, on):
+    """TensorFlow leaves oneDNN off on AVX2 CPUs; the package's default turns it on (it says so in
+    its banner, shown at log level 0), and a user's TF_ENABLE_ONEDNN_OPTS=0 keeps it off."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", quiet.LOG_LEVEL_VARIABLE)}
+    env.update(PYTHONPATH=str(REPO), **{quiet.LOG_LEVEL_VARIABLE: "0"})
+    if user_setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = user_setting
+    result = subprocess.run([sys.executable, "-c", "import pseudolabel, tensorflow"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert ("oneDNN custom operations are on" in result.stderr) == on, result.stderr

@@ -1,5 +1,7 @@
 import json
 
+import os
+
 import pytest
 
 from pseudolabel.rundir import RunDir, atomic_path, atomic_write_json
@@ -28,6 +30,7 @@ def test_run_dir_records_provenance_once_and_refuses_another_split(tmp_path):
     prov = run.provenance
     assert prov["seed"] == 3 and prov["split_hash"] == "abc"
     assert "tensorflow-cpu" in prov["versions"] or "tensorflow" in prov["versions"]
+    assert prov["environment"]["TF_ENABLE_ONEDNN_OPTS"] == os.environ["TF_ENABLE_ONEDNN_OPTS"]  # set by the package
     assert run.config == {"a": 1}
     again = RunDir.create(tmp_path / "run", {"a": 2}, seed=3, split_hash="abc")  # resume
     assert again.provenance["started"] == prov["started"]
