@@ -124,8 +124,20 @@ def trained_by(summary: dict) -> list[dict]:
         if argv and Path(argv[0]).name == "__main__.py":   # python -m pseudolabel
             argv[0] = Path(argv[0]).parent.name
         out.append({"run": row["run"], "command": " ".join(argv),
-                    "started": recorded_run.get("started"), "finished": finished})
+                    "started": recorded_run.get("started"), "finished": finished,
+                    "onednn": (recorded_run.get("environment") or {}).get("TF_ENABLE_ONEDNN_OPTS")})
     return out
+
+
+def onednn_text(runs: list[dict]) -> str:
+    """Which of a seed's runs had TensorFlow's oneDNN kernels on (the package's default since
+    2026-12-07; earlier runs did not record it and ran with TensorFlow's own default, off on AVX2)."""
+    on = [r["run"] for r in runs if r.get("onednn") == "1"]
+    if len(on) == len(runs):
+        return "oneDNN on"
+    if not on:
+        return "oneDNN off" if all(r.get("onednn") == "0" for r in runs) else "oneDNN not set (TensorFlow's default)"
+    return f"oneDNN on in {', '.join(on)} only"
 
 
 def backfill_trained_by(records: Path) -> None:
@@ -152,7 +164,8 @@ def trained_by_line(summaries: dict[int, dict], records: Path) -> str:
             continue
         commands = ", ".join(f"`{c}`" for c in dict.fromkeys(r["command"] for r in runs))
         first, last = min(r["started"] or r["finished"] for r in runs), max(r["finished"] for r in runs)
-        parts.append(f"seed {seed}: {commands} ({first[:16].replace('T', ' ')} - {last[:16].replace('T', ' ')} UTC)")
+        parts.append(f"seed {seed}: {commands} ({first[:16].replace('T', ' ')} - {last[:16].replace('T', ' ')} UTC, "
+                     f"{onednn_text(runs)})")
     if untold:
         note = records / HAND_NOTE
         told = note.read_text().strip() if note.is_file() else "not recorded"

@@ -159,6 +159,7 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     assert "round1_lite0 +0.045" in section and "+ 0.03, interval above 0" in section
     assert "'modern' share within 5% of the labeled prior (40.0%): **met**" in section   # (30% + 50%) / 2
     assert "seed 0: `pseudolabel run x.toml` (2026-01-02 03:04 - " in section and "seed 1 (" in section
+    assert "UTC, oneDNN not set (TensorFlow's default))" in section   # a provenance without "environment"
     assert "): not recorded" in section   # no hand note beside the records yet
 
     import shutil
@@ -173,6 +174,16 @@ def test_seed_benchmark_records_finished_seeds_aggregates_them_and_replaces_its_
     (tmp_path / "records" / experiment.name / seed_benchmark.HAND_NOTE).write_text("by hand, on Tuesday\n")
     seed_benchmark.main(args)
     assert "from trained_by.txt): by hand, on Tuesday" in bench_md.read_text()
+
+
+def test_onednn_text_says_which_runs_had_onednn_on():
+    import seed_benchmark
+
+    runs = [{"run": "round0_teacher", "onednn": None}, {"run": "round1_lite0", "onednn": "1"}]
+    assert seed_benchmark.onednn_text(runs) == "oneDNN on in round1_lite0 only"
+    assert seed_benchmark.onednn_text(runs[1:]) == "oneDNN on"
+    assert seed_benchmark.onednn_text([{"run": "r", "onednn": "0"}]) == "oneDNN off"
+    assert seed_benchmark.onednn_text(runs[:1]) == "oneDNN not set (TensorFlow's default)"
 
 
 def test_seed_records_carry_their_config_and_another_config_is_never_added_silently(tmp_path, capsys):
