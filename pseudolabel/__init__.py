@@ -27,7 +27,8 @@ _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # AVX-512 VNNI or newer; on AVX2 CPUs they labeled and trained much faster here (BENCHMARKS.md,
 # "TensorFlow oneDNN off vs on"). Read when TensorFlow is imported, so set before it.
 _os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-# TensorFlow's C++ log level, unless the user set one (pseudolabel.quiet remembers which).
-_quiet.set_library_defaults()
+# TensorFlow's C++ log level unless the user set one, and no start-up banners at its first import
+# (the oneDNN one ignores the log level): the Python API is as quiet as the CLI (pseudolabel.quiet).
+_quiet.quiet_tensorflow()
 
 __version__ = "0.1.0"

@@ -7,7 +7,8 @@ them. `quiet_tensorflow()` therefore installs an import hook that runs the first
 tensorflow` with descriptor 2 captured, then writes back every captured line that is not such a
 banner (errors still show). It also drops the `tf.function` retracing warning: it comes from
 `evaluation.predict` building one compiled function per call (each evaluation), which
-costs one trace per call and nothing more. `verbose_tensorflow()` undoes all of it (`pseudolabel -v`).
+costs one trace per call and nothing more. `import pseudolabel` installs both, so the Python API
+is as quiet as the CLI; `verbose_tensorflow()` undoes all of it (`pseudolabel -v`).
 
 Ray (the optional `--engine ray`) prints its own start-up lines, INFO lines of every Ray Data
 execution, progress bars and its workers' output; `ray_init_options()` and `quiet_ray()` keep
