@@ -14,7 +14,7 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 BENCHES = ["bench_pipeline.py", "bench_tutorial.py", "bench_scale.py", "profile_student.py", "bench_teacher.py",
            "bench_near_duplicates.py", "seed_benchmark.py", "select_teacher_recipe.py", "bench_algorithms.py",
-           "bench_autotune.py", "bench_selection.py"]
+           "bench_autotune.py", "bench_selection.py", "bench_onednn.py"]
 sys.path.insert(0, str(SCRIPTS))
 
 import _bench_common as bc  # noqa: E402
@@ -90,7 +90,7 @@ def test_help(script):
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["bench_pipeline.py", "bench_tutorial.py", "bench_scale.py", "profile_student.py",
                                     "bench_near_duplicates.py", "seed_benchmark.py", "select_teacher_recipe.py",
-                                    "bench_autotune.py", "bench_selection.py"])
+                                    "bench_autotune.py", "bench_selection.py", "bench_onednn.py"])
 def test_quick_run(script, house_rooms, tmp_path):
     report = tmp_path / "bench.md"
     extra = {"bench_scale.py": ["--pool-dir", str(tmp_path / "pool")],
