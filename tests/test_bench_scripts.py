@@ -5,6 +5,7 @@ The `--quick` runs (real data and weights, about a minute each) are marked slow.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,18 @@ def test_command_line_and_machine():
     assert bc.command_line([str(SCRIPTS / "bench_scale.py"), "--out", "a b.md"]) == \
         "python scripts/bench_scale.py --out 'a b.md'"
     assert "cores usable" in bc.machine() and "load average at start" in bc.machine()
+    assert f"TF_ENABLE_ONEDNN_OPTS={os.environ['TF_ENABLE_ONEDNN_OPTS']};" in bc.machine()
+
+
+def test_benchmarks_run_with_the_package_defaults_even_when_they_import_tensorflow_first():
+    """A script imports _bench_common first; TensorFlow imported right after has oneDNN on, as
+    under the package (bench_pipeline imported TensorFlow before the package, so it measured with oneDNN off)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    code = ("import _bench_common, tensorflow\n"
+            "from tensorflow.python.util import _pywrap_util_port\n"
+            "print(_pywrap_util_port.IsMklEnabled())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=SCRIPTS, env=env, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip() == "True", out.stderr
 
 
 def test_linear_fit():
