@@ -157,15 +157,19 @@ def log(message: str) -> None:
 
 
 def alternate(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Run the callables in turn, A B A B ..., `repeats` times each; wall seconds of every run.
+    """Run the callables in turn, `repeats` times each, in a balanced order: A B C, then C B A,
+    then A B C ...; wall seconds of every run.
 
-    Alternating spreads slow drift (thermal, other processes, caches) over all variants alike.
+    Alternating spreads slow drift (thermal, other processes, caches) over all variants alike;
+    reversing the order every other repetition also cancels a steady drift within each pair
+    of repetitions, where A B A B ... put B always after A (on these machines the same variant
+    moved 10-20% between repetitions, 2026-12-07).
     """
     times: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(repeats):
-        for name, fn in runs.items():
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
             started = time.perf_counter()
-            fn()
+            runs[name]()
             times[name].append(time.perf_counter() - started)
             log(f"  {name} repetition {r + 1}/{repeats}: {times[name][-1]:.2f} s")
     return times

@@ -6,8 +6,8 @@
     python scripts/bench_pipeline.py --part labeling --images 1000 --reps 2 --no-ray
     python scripts/bench_pipeline.py --part ray-startup --repeats 3
 
-Both parts time, in ONE process and alternating the variants (A B A B ...) so drift hits both
-alike, the real pipeline against the same model fed from memory:
+Both parts time, in ONE process and alternating the variants in a balanced order (A B, B A,
+A B ...) so drift hits both alike, the real pipeline against the same model fed from memory:
 
 (a) Pseudo-labeling: `pseudolabels.label_pools` over N real House Rooms JPEGs (unlabeled room
     images), end to end -- files on disk -> decoding threads -> teacher -> the written table (its
@@ -15,7 +15,9 @@ alike, the real pipeline against the same model fed from memory:
     label_pools uses (`pseudolabels.batch_predictor`, inference mode) on in-memory float32
     batches of the same batch size and resolution, N images too (label_pools feeds it the
     decoded uint8 batches, cast in-graph; the model alone is fed float32, so the cast counts
-    against label_pools); and, with Ray installed, the same label_pools with `engine="ray"` (Ray
+    against label_pools); between the two, the local engine's core loop (`local_batches`:
+    decode threads feeding that forward, no table), so the gap splits into decoding beside the
+    model and the table's own work; and, with Ray installed, the same label_pools with `engine="ray"` (Ray
     Data on a local Ray, 2 CPUs), whose files must be the local engine's byte for byte. Each Ray
     call starts its own local Ray and shuts it down, as `pseudolabel label --engine ray` does with
     no address, so Ray's start-up is in its figures and no idle Ray slows the other variants
@@ -177,8 +179,15 @@ def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, m
         for x in batches:
             predict(x).numpy()
 
+    def core_loop():
+        # The local engine without its table: decode threads feeding the forward (`local_batches`).
+        for _ in pseudolabels.local_batches([str(p) for p in paths], image_size=size, batch_size=bs,
+                                            predict=forward, num_classes=len(class_names)):
+            pass
+
     tables = {"local": [], "ray": []}
-    variants = {"label_pools": label(pool), "label_pools_one_batch": label(one_batch), "model_only": model_only}
+    variants = {"label_pools": label(pool), "core_loop": core_loop, "label_pools_one_batch": label(one_batch),
+                "model_only": model_only}
     if args.ray:
         # As `pseudolabel label --engine ray` runs with no address: every call starts its own local
         # Ray and shuts it down, so its start-up counts and no idle Ray slows the other variants
@@ -204,6 +213,8 @@ def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, m
         "local": _engine_rates(times, "label_pools", "label_pools_one_batch", n, bs, t_model),
         "traces": forward.experimental_get_tracing_count(), "driver_mb": memory["local"].driver_mb,
         "pair_ratios": [m / a for a, m in zip(times["label_pools"], times["model_only"])],
+        "core_pair_ratios": [m / c for c, m in zip(times["core_loop"], times["model_only"])],
+        "table_pair_ratios": [c / a for a, c in zip(times["label_pools"], times["core_loop"])],
     }
     if args.ray:
         result.update(ray=_engine_rates(times, "ray", "ray_one_batch", n, bs, t_model),
@@ -267,7 +278,9 @@ def labeling_section(r: dict) -> list[str]:
     if ray:
         rows += [("`label_pools(engine=\"ray\")`: Ray Data on a local Ray (2 CPUs) it starts and shuts down",
                   r["n"], "ray", f"{ray['rate']:.1f}")]
-    rows += [("model only: the same compiled forward on in-memory float32 batches", r["n"], "model_only",
+    rows += [("core loop: `local_batches` (decode threads -> model), no table", r["n"], "core_loop",
+              f"{r['n'] / bc.median(t['core_loop']):.1f}"),
+             ("model only: the same compiled forward on in-memory float32 batches", r["n"], "model_only",
               f"{r['rate_model']:.1f}"),
              ("`label_pools` on one batch (fixed cost of a call)", r["batch_size"], "label_pools_one_batch", "-")]
     if ray:
@@ -282,6 +295,9 @@ def labeling_section(r: dict) -> list[str]:
         *(f"| {name} | {images} | {bc.spread(t[key])} | {rate} |" for name, images, key, rate in rows),
         "",
         f"- Local engine / model only: {_pairs(r['pair_ratios'])}; {_goal(r['pair_ratios'])}",
+        f"- Where the difference lies: core loop / model only {_pairs(r['core_pair_ratios'])}; "
+        f"`label_pools` / core loop (the table, skipped list, summary, manifest and read-back) "
+        f"{_pairs(r['table_pair_ratios'])}",
         f"- {_marginal_line('the local engine', r['local'])}; the compiled forward was traced {r['traces']} "
         "time(s) over every call",
     ]

@@ -21,11 +21,12 @@ sys.path.insert(0, str(SCRIPTS))
 import _bench_common as bc  # noqa: E402
 
 
-def test_alternate_runs_variants_in_turn():
+def test_alternate_runs_variants_in_turn_in_a_balanced_order():
     calls = []
-    times = bc.alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3)
-    assert calls == ["a", "b"] * 3
-    assert set(times) == {"a", "b"} and all(len(v) == 3 and min(v) >= 0 for v in times.values())
+    runs = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = bc.alternate(runs, repeats=3)
+    assert calls == list("abc" "cba" "abc")
+    assert set(times) == set("abc") and all(len(v) == 3 and min(v) >= 0 for v in times.values())
 
 
 def test_verdict_and_report(tmp_path):
