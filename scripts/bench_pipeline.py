@@ -503,8 +503,8 @@ def main(argv=None):
     lines = bc.section_head(
         "Input pipeline vs model benchmark" + (" (QUICK, not results)" if args.quick else ""), command, machine_text,
         f"Data: {args.data}; TensorFlow {tf.__version__}, {tf.config.threading.get_intra_op_parallelism_threads() or 'default'} "
-        f"intra-op threads; {args.repeats} repetitions of each variant, alternated; whole script "
-        f"{(time.perf_counter() - started) / 60:.1f} min",
+        f"intra-op threads; {args.repeats} repetitions of each variant, alternated in a balanced order "
+        f"(A B, B A, ...); whole script {(time.perf_counter() - started) / 60:.1f} min",
     )
     lines += bc.quick_note(args.quick)
     for result in results.get("labeling", []):
