@@ -142,26 +142,18 @@ def bench_labeling(args, workdir: Path) -> list[dict]:
 
 def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, model, model_text: str,
                         model_file: Path, class_names: list[str]) -> dict:
-    import numpy as np
-    import tensorflow as tf
-
     from pseudolabel import data, pseudolabels
-    from pseudolabel.pipeline import load_images
 
     paths, distinct_files = bench_pool(all_paths, n, workdir / "pool")
     bs, size = args.batch_size, int(model.input_shape[1])
     root = args.data if distinct_files == n else paths[0].parent
     pool, one_batch = data.Pool("bench", root, paths), data.Pool("bench", root, paths[:bs])
 
-    # Model only: the same compiled forward label_pools uses, on in-memory float32 batches
-    # (up to 4 distinct real batches, cycled; decoded once here, outside the timing).
-    # The model alone: the float32 forward inside it (label_pools feeds uint8, cast in-graph).
+    # The model alone: the float32 forward inside the compiled forward label_pools uses (it feeds
+    # uint8, cast in-graph), on in-memory batches.
     forward = pseudolabels.batch_predictor(model, "none", size)
     predict = forward.float_forward
-    distinct = [tf.constant(load_images(paths[i:i + bs], size).astype(np.float32))
-                for i in range(0, min(n, 4 * bs), bs)]
-    sizes = [min(bs, n - i) for i in range(0, n, bs)]
-    batches = [distinct[k % len(distinct)][:m] for k, m in enumerate(sizes)]
+    batches = _memory_batches(paths, bs, size)
     counter = iter(range(10**6))
     memory = {"local": bc.MemorySampler(), "ray": bc.MemorySampler()}
 
@@ -223,6 +215,20 @@ def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, m
                       ray_driver_mb=memory["ray"].driver_mb, ray_worker_mb=memory["ray"].worker_mb,
                       ray_all_mb=memory["ray"].descendants_mb)
     return result
+
+
+def _memory_batches(paths: list[Path], bs: int, size: int) -> list:
+    """float32 batches of the sizes label_pools cuts `paths` into: up to 4 distinct real batches,
+    decoded once here (outside the timing) and cycled."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pseudolabel.pipeline import load_images
+
+    n = len(paths)
+    distinct = [tf.constant(load_images(paths[i:i + bs], size).astype(np.float32))
+                for i in range(0, min(n, 4 * bs), bs)]
+    return [distinct[k % len(distinct)][:min(bs, n - i)] for k, i in enumerate(range(0, n, bs))]
 
 
 def _engine_rates(times: dict, whole: str, one_batch: str, n: int, bs: int, t_model: float) -> dict:

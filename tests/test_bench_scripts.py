@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -93,6 +94,27 @@ def test_bench_pool_mixes_real_files_and_repeats_them_under_new_names_beyond(tmp
     assert bench_pipeline.parse_args(["--images", "1000,5000"]).images == [1000, 5000]
     with pytest.raises(SystemExit):
         bench_pipeline.parse_args(["--images", "1000,x"])
+
+
+def test_model_alone_gets_batches_cut_as_label_pools_cuts_the_pool(tmp_path):
+    """The model alone is timed on as many images, in batches of the same sizes, as label_pools
+    predicts; its in-memory batches are real images cycled, not zeros."""
+    import bench_pipeline
+    from PIL import Image
+
+    from pseudolabel import pseudolabels
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(14):
+        files.append(tmp_path / f"img{i}.png")
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(files[-1])
+    batches = bench_pipeline._memory_batches(files, 3, 16)
+    starts = list(pseudolabels.batch_starts(len(files), 3))
+    assert [int(b.shape[0]) for b in batches] == [min(3, len(files) - s) for s in starts] == [3, 3, 3, 3, 2]
+    assert all(b.dtype.name == "float32" and tuple(b.shape[1:]) == (16, 16, 3) for b in batches)
+    assert float(np.abs(batches[0].numpy()).max()) > 0
+    assert np.array_equal(batches[4].numpy(), batches[0].numpy()[:2])  # only 4 distinct batches, cycled
 
 
 @pytest.mark.parametrize("script", BENCHES)
