@@ -17,8 +17,9 @@ A B ...) so drift hits both alike, the real pipeline against the same model fed 
     decoded uint8 batches, cast in-graph; the model alone is fed float32, so the cast counts
     against label_pools); between the two, the local engine's core loop (`local_batches`:
     decode threads feeding that forward, no table), so the gap splits into decoding beside the
-    model and the table's own work; and, with Ray installed, the same label_pools with `engine="ray"` (Ray
-    Data on a local Ray, 2 CPUs), whose files must be the local engine's byte for byte. Each Ray
+    model and the table's own work; and, with Ray installed, the same label_pools with
+    `engine="ray"` (Ray Data on a local Ray, 2 CPUs), whose files must be the local engine's
+    byte for byte. Each Ray
     call starts its own local Ray and shuts it down, as `pseudolabel label --engine ray` does with
     no address, so Ray's start-up is in its figures and no idle Ray slows the other variants
     (it did on two cores, 2026-12-03). Ratios are given per repetition pair (median and worst).
