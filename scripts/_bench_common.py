@@ -1,7 +1,7 @@
 """Shared helpers of the `scripts/bench_*.py` benchmarks (not part of the package).
 
 What every benchmark needs: where the data lies, the House Rooms task on the fixed split, a
-description of the machine, the exact command line, alternating (A B A B) timings, RSS readings,
+description of the machine, the exact command line, alternating timings (A B, B A, ...), RSS readings,
 "target met / missed" lines and appending a section to BENCHMARKS.md (or `--out FILE`).
 
 The scripts import it as `import _bench_common` (Python puts the script's own folder,
