@@ -174,8 +174,8 @@ def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, m
 
     def core_loop():
         # The local engine without its table: decode threads feeding the forward (`local_batches`).
-        for _ in pseudolabels.local_batches([str(p) for p in paths], image_size=size, batch_size=bs,
-                                            predict=forward, num_classes=len(class_names)):
+        for _ in pseudolabels.local_batches(paths, image_size=size, batch_size=bs, predict=forward,
+                                            num_classes=len(class_names)):
             pass
 
     tables = {"local": [], "ray": []}
@@ -225,11 +225,11 @@ def _memory_batches(paths: list[Path], bs: int, size: int) -> list:
     import tensorflow as tf
 
     from pseudolabel.pipeline import load_images
+    from pseudolabel.pseudolabels import batch_starts
 
-    n = len(paths)
-    distinct = [tf.constant(load_images(paths[i:i + bs], size).astype(np.float32))
-                for i in range(0, min(n, 4 * bs), bs)]
-    return [distinct[k % len(distinct)][:min(bs, n - i)] for k, i in enumerate(range(0, n, bs))]
+    n, starts = len(paths), batch_starts(len(paths), bs)
+    distinct = [tf.constant(load_images(paths[i:i + bs], size).astype(np.float32)) for i in starts[:4]]
+    return [distinct[k % len(distinct)][:min(bs, n - i)] for k, i in enumerate(starts)]
 
 
 def _engine_rates(times: dict, whole: str, one_batch: str, n: int, bs: int, t_model: float) -> dict:
