@@ -281,15 +281,26 @@ class MemorySampler:
     thread (Linux /proc; elsewhere nothing is sampled and the peaks stay 0): of this process
     (`driver_mb`), of the largest descendant (`worker_mb`: a Ray worker or Ray's own services) and
     of all descendants together (`descendants_mb`). One sampler can be entered several times;
-    the peaks are over all of them."""
+    the peaks are over all of them.
+
+    It also adds up the CPU seconds each process spent in the block (`cpu_s`, keyed by process
+    title: "driver" for this process, else the first word of the command line, which Ray sets to
+    what the worker is running, e.g. "ray::MapWorker(...)"), summed over every entry (`entries`).
+    A process that ends between two samples loses at most its last `interval`."""
 
     def __init__(self, interval: float = 0.2):
         self.interval = interval
         self.driver_mb = self.worker_mb = self.descendants_mb = 0.0
+        self.cpu_s: dict[str, float] = {}
+        self.entries = 0
 
     def __enter__(self):
         import threading
 
+        self.entries += 1
+        # CPU already spent before the block is not the block's; a process born inside starts at 0.
+        self._cpu_at_entry = {pid: _cpu_s(pid) for pid in [os.getpid(), *_descendants(os.getpid())]}
+        self._cpu_last: dict[int, tuple[float, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -299,6 +310,9 @@ class MemorySampler:
         self._stop.set()
         self._thread.join()
         self._sample()
+        for pid, (cpu, title) in self._cpu_last.items():
+            spent = cpu - self._cpu_at_entry.get(pid, 0.0)
+            self.cpu_s[title] = self.cpu_s.get(title, 0.0) + max(spent, 0.0)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -310,6 +324,10 @@ class MemorySampler:
         self.driver_mb = max(self.driver_mb, _rss_mb(os.getpid()))
         self.worker_mb = max(self.worker_mb, max(rss, default=0.0))
         self.descendants_mb = max(self.descendants_mb, sum(rss))
+        for pid in [os.getpid(), *children]:
+            cpu, title = _cpu_s(pid), "driver" if pid == os.getpid() else _title(pid)
+            if title:   # a pid that ended meanwhile keeps its last reading
+                self._cpu_last[pid] = (max(cpu, self._cpu_last.get(pid, (0.0, ""))[0]), title)
 
 
 def _descendants(root: int) -> list[int]:
@@ -317,8 +335,8 @@ def _descendants(root: int) -> list[int]:
     parent_of = {}
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
         if entry.name.isdigit():
-            try:  # the command name is in parentheses and may hold spaces: split after it
-                parent_of[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            try:
+                parent_of[int(entry.name)] = int(_stat_fields(int(entry.name))[1])
             except (OSError, ValueError, IndexError):
                 continue   # ended meanwhile
     found, frontier = [], [root]
@@ -327,6 +345,40 @@ def _descendants(root: int) -> list[int]:
         found += kids
         frontier = kids
     return found
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (in parentheses, which may hold spaces): the state
+    is field 0, the parent 1, user and system CPU ticks 11 and 12."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = _stat_fields(pid)
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _title(pid: int) -> str:
+    """What the process is ("" if it ended): the first word of its command line without its
+    folder (Ray sets it to what a worker runs, e.g. "ray::IDLE"), or for a Python interpreter the
+    script it runs (e.g. "log_monitor.py")."""
+    try:
+        words = [w.decode(errors="replace") for w in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if w]
+    except OSError:
+        return ""
+    if not words:
+        return ""
+    first = words[0].split(" ")[0]   # a title Ray set may hold spaces in one word
+    name = first if first.startswith("ray::") else Path(first).name
+    if name.startswith("python") and len(words) > 1:
+        if words[1] in ("-c", "-m"):
+            return f"{name} {words[1]} {words[2][:20] if words[1] == '-m' and len(words) > 2 else ''}".strip()
+        script = next((w for w in words[1:] if not w.startswith("-")), None)
+        return Path(script).name if script else name
+    return name
 
 
 def _rss_mb(pid: int) -> float:

@@ -67,7 +67,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=bc.DEFAULT_DATA, help="House Rooms folder (labels.csv inside)")
     p.add_argument("--split", type=Path, default=bc.DEFAULT_SPLIT, help="fixed split CSV (student part)")
-    p.add_argument("--part", choices=("both", "labeling", "student", "ray-startup"), default="both")
+    p.add_argument("--part", choices=("both", "labeling", "engines", "student", "ray-startup"), default="both",
+                   help="engines: the local engine against Ray on the whole pool only")
     p.add_argument("--repeats", "--reps", type=int, default=5, help="repetitions of each variant, alternated")
     g = p.add_argument_group("(a) pseudo-labeling")
     g.add_argument("--backbone", default="efficientnet_lite0", help="teacher backbone (real ImageNet weights)")
@@ -94,6 +95,8 @@ def parse_args(argv=None):
         import importlib.util
 
         args.ray = importlib.util.find_spec("ray") is not None
+    if args.part == "engines" and not args.ray:
+        p.error("--part engines compares the local engine with Ray: it needs Ray installed (and not --no-ray)")
     args.unfreeze_blocks = "all" if args.unfreeze_blocks == "all" else int(args.unfreeze_blocks)
     return args
 
@@ -128,7 +131,8 @@ def bench_pool(paths: list[Path], n: int, folder: Path) -> tuple[list[Path], int
 
 
 def bench_labeling(args, workdir: Path) -> list[dict]:
-    """One result per pool size in `args.images`, all with the same teacher (and the same Ray)."""
+    """One result per pool size in `args.images`, all with the same teacher (and the same Ray);
+    `--part engines` times the two engines only."""
     from pseudolabel import data
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -137,36 +141,65 @@ def bench_labeling(args, workdir: Path) -> list[dict]:
     model_file = workdir / "teacher.keras"
     model.save(model_file)  # what the Ray actors load
     paths = bc.unlabeled_images(args.data)
-    return [bench_labeling_size(args, n, paths, workdir / f"n{n}", model=model, model_text=model_text,
-                                model_file=model_file, class_names=class_names) for n in args.images]
+    bench_size = bench_engines_size if args.part == "engines" else bench_labeling_size
+    return [bench_size(args, n, paths, workdir / f"n{n}", model=model, model_text=model_text,
+                       model_file=model_file, class_names=class_names) for n in args.images]
+
+
+class LabelingCalls:
+    """`label_pools` calls on one pool as the timed variants make them. Each whole-pool call keeps
+    its table (`tables[engine]`, to compare the engines' files) and is sampled (`sampled[engine]`:
+    peak memory and CPU seconds by process)."""
+
+    def __init__(self, model, paths: list[Path], root: Path, workdir: Path, *, batch_size: int, model_file: Path,
+                 class_names: list[str]):
+        from pseudolabel import data
+
+        self.model, self.workdir, self.model_file, self.class_names = model, workdir, model_file, class_names
+        self.batch_size, self.image_size = batch_size, int(model.input_shape[1])
+        self.pool, self.one_batch = data.Pool("bench", root, paths), data.Pool("bench", root, paths[:batch_size])
+        self.tables = {"local": [], "ray": []}
+        self.sampled = {"local": bc.MemorySampler(), "ray": bc.MemorySampler()}
+        self._counter = iter(range(10**6))
+
+    def variant(self, engine: str = "local", *, whole: bool = True):
+        """A variant for `bc.alternate`: label the whole pool (else its first batch) with `engine`."""
+        from pseudolabel import pseudolabels
+
+        def run():
+            out = self.workdir / engine / f"t{next(self._counter)}" / "pseudo.csv"
+            with self.sampled[engine] if whole else contextlib.nullcontext():
+                pseudolabels.label_pools(self.model, [self.pool if whole else self.one_batch],
+                                         image_size=self.image_size, batch_size=self.batch_size,
+                                         class_names=self.class_names, out_path=out, progress=False, engine=engine,
+                                         model_file=self.model_file)
+            if whole:
+                self.tables[engine].append(out)
+        return run
+
+    def warm_up(self) -> None:
+        """Without labeling the whole pool once more per variant (at 20k images that alone is most
+        of an hour here): every file read once (the OS page cache, as a second pass finds it), then
+        the local engine on one batch (the forward traced)."""
+        for path in self.pool.images:
+            path.read_bytes()
+        self.variant(whole=False)()
 
 
 def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, model, model_text: str,
                         model_file: Path, class_names: list[str]) -> dict:
-    from pseudolabel import data, pseudolabels
+    from pseudolabel import pseudolabels
 
     paths, distinct_files = bench_pool(all_paths, n, workdir / "pool")
     bs, size = args.batch_size, int(model.input_shape[1])
-    root = args.data if distinct_files == n else paths[0].parent
-    pool, one_batch = data.Pool("bench", root, paths), data.Pool("bench", root, paths[:bs])
+    calls = LabelingCalls(model, paths, args.data if distinct_files == n else paths[0].parent, workdir,
+                          batch_size=bs, model_file=model_file, class_names=class_names)
 
     # The model alone: the float32 forward inside the compiled forward label_pools uses (it feeds
     # uint8, cast in-graph), on in-memory batches.
     forward = pseudolabels.batch_predictor(model, "none", size)
     predict = forward.float_forward
     batches = _memory_batches(paths, bs, size)
-    counter = iter(range(10**6))
-    memory = {"local": bc.MemorySampler(), "ray": bc.MemorySampler()}
-
-    def label(pool_, engine="local"):
-        def run():
-            out = workdir / engine / f"t{next(counter)}" / "pseudo.csv"
-            with memory[engine] if pool_ is pool else contextlib.nullcontext():
-                pseudolabels.label_pools(model, [pool_], image_size=size, batch_size=bs, class_names=class_names,
-                                         out_path=out, progress=False, engine=engine, model_file=model_file)
-            if pool_ is pool:
-                tables[engine].append(out)
-        return run
 
     def model_only():
         for x in batches:
@@ -178,44 +211,79 @@ def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, m
                                             num_classes=len(class_names)):
             pass
 
-    tables = {"local": [], "ray": []}
-    variants = {"label_pools": label(pool), "core_loop": core_loop, "label_pools_one_batch": label(one_batch),
-                "model_only": model_only}
+    variants = {"label_pools": calls.variant(), "core_loop": core_loop,
+                "label_pools_one_batch": calls.variant(whole=False), "model_only": model_only}
     if args.ray:
         # As `pseudolabel label --engine ray` runs with no address: every call starts its own local
         # Ray and shuts it down, so its start-up counts and no idle Ray slows the other variants
         # (on two cores an idle local Ray slowed the local engine by a fifth, 2026-12-03).
-        variants.update(ray=label(pool, "ray"), ray_one_batch=label(one_batch, "ray"))
-    # Warm-up without labeling the whole pool once more per variant (at 20k images that alone is
-    # most of an hour here): every file read once (the OS page cache, as a second pass finds it),
-    # then the engine on one batch (the forward traced).
+        variants.update(ray=calls.variant("ray"), ray_one_batch=calls.variant("ray", whole=False))
     bc.log(f"(a) {n} images: warming up (reading the files once; label_pools on one batch)")
-    for path in paths:
-        path.read_bytes()
-    label(one_batch)()
+    calls.warm_up()
     predict(batches[0]).numpy()
     bc.log(f"(a) timing: {', '.join(variants)} on {n} images ({bs} for one batch); {args.repeats} repetitions "
            "each, alternated")
     times = bc.alternate(variants, args.repeats)
-    rows = pseudolabels.read_pseudo_labels(tables["local"][-1])
+    rows = pseudolabels.read_pseudo_labels(calls.tables["local"][-1])
     assert len(rows) == n, f"the table has {len(rows)} rows for {n} images"
     t_model = bc.median(times["model_only"])
     result = {
         "n": n, "distinct_files": distinct_files, "batch_size": bs, "image_size": size, "model": model_text,
         "times": times, "rate_model": n / t_model,
         "local": _engine_rates(times, "label_pools", "label_pools_one_batch", n, bs, t_model),
-        "traces": forward.experimental_get_tracing_count(), "driver_mb": memory["local"].driver_mb,
+        "traces": forward.experimental_get_tracing_count(), "driver_mb": calls.sampled["local"].driver_mb,
+        "cpu_local": cpu_by_kind(calls.sampled["local"]),
         "pair_ratios": [m / a for a, m in zip(times["label_pools"], times["model_only"])],
         "core_pair_ratios": [m / c for c, m in zip(times["core_loop"], times["model_only"])],
         "table_pair_ratios": [c / a for a, c in zip(times["label_pools"], times["core_loop"])],
     }
     if args.ray:
-        result.update(ray=_engine_rates(times, "ray", "ray_one_batch", n, bs, t_model),
-                      ray_pair_ratios=[a / r for a, r in zip(times["label_pools"], times["ray"])],
-                      same_files=_same_files(tables["local"][-1], tables["ray"][-1]),
-                      ray_driver_mb=memory["ray"].driver_mb, ray_worker_mb=memory["ray"].worker_mb,
-                      ray_all_mb=memory["ray"].descendants_mb)
+        result.update(ray=_engine_rates(times, "ray", "ray_one_batch", n, bs, t_model), **_ray_figures(calls, times))
     return result
+
+
+def bench_engines_size(args, n: int, all_paths: list[Path], workdir: Path, *, model, model_text: str,
+                       model_file: Path, class_names: list[str]) -> dict:
+    """`--part engines`: the local engine against Ray on the whole pool, nothing else (at 20k
+    images one pair of them takes a quarter of an hour here)."""
+    paths, distinct_files = bench_pool(all_paths, n, workdir / "pool")
+    calls = LabelingCalls(model, paths, args.data if distinct_files == n else paths[0].parent, workdir,
+                          batch_size=args.batch_size, model_file=model_file, class_names=class_names)
+    bc.log(f"(a) {n} images: warming up (reading the files once; label_pools on one batch)")
+    calls.warm_up()
+    bc.log(f"(a) timing the local engine and Ray on {n} images; {args.repeats} repetitions each, alternated")
+    times = bc.alternate({"label_pools": calls.variant(), "ray": calls.variant("ray")}, args.repeats)
+    return {"n": n, "distinct_files": distinct_files, "batch_size": args.batch_size, "image_size": calls.image_size,
+            "model": model_text, "times": times, "driver_mb": calls.sampled["local"].driver_mb,
+            "cpu_local": cpu_by_kind(calls.sampled["local"]), **_ray_figures(calls, times)}
+
+
+def _ray_figures(calls: LabelingCalls, times: dict) -> dict:
+    """Ray against the local engine: per-pair ratios, the same files, memory and CPU by process."""
+    ray = calls.sampled["ray"]
+    return {"ray_pair_ratios": [a / r for a, r in zip(times["label_pools"], times["ray"])],
+            "same_files": _same_files(calls.tables["local"][-1], calls.tables["ray"][-1]),
+            "ray_driver_mb": ray.driver_mb, "ray_worker_mb": ray.worker_mb, "ray_all_mb": ray.descendants_mb,
+            "cpu_ray": cpu_by_kind(ray)}
+
+
+def cpu_by_kind(sampled: bc.MemorySampler) -> dict[str, float]:
+    """CPU seconds per whole-pool call, by what the process does: the driver (for the local engine
+    all of its work: decode threads, model, table), Ray's model-holding actors, the workers that
+    ran the decode tasks (a worker Ray left idle counts here too), and Ray's own processes (raylet,
+    GCS, Ray Data's helper actors, dashboard agent, log monitor ...)."""
+    kinds = {"driver": 0.0, "model actors": 0.0, "decode workers": 0.0, "Ray's own processes": 0.0}
+    for title, seconds in sampled.cpu_s.items():
+        if title == "driver":
+            kind = "driver"
+        elif title.startswith("ray::MapWorker"):
+            kind = "model actors"
+        elif title.startswith("ray::Map(") or title in ("ray::IDLE", "default_worker.py"):
+            kind = "decode workers"
+        else:
+            kind = "Ray's own processes"
+        kinds[kind] += seconds / max(sampled.entries, 1)
+    return kinds
 
 
 def _memory_batches(paths: list[Path], bs: int, size: int) -> list:
@@ -309,13 +377,50 @@ def labeling_section(r: dict) -> list[str]:
         "time(s) over every call",
     ]
     if ray:
-        within = bc.median(r["ray_pair_ratios"]) >= RAY_TARGET
-        lines += [f"- Ray / local engine: {_pairs(r['ray_pair_ratios'])}; within {1 - RAY_TARGET:.0%} of the "
-                  f"local engine (median pair >= {RAY_TARGET}): **{'met' if within else 'missed'}**; the same "
-                  f"table, skipped list and summary byte for byte: **{r['same_files']}**",
-                  f"- {_marginal_line('Ray', ray)}; Ray's marginal rate / the local engine's: "
+        lines += [*_ray_lines(r), f"- {_marginal_line('Ray', ray)}; Ray's marginal rate / the local engine's: "
                   f"**{ray['rate_marginal'] / r['local']['rate_marginal']:.2f}**"]
-    lines += [
+    return lines + _memory_lines(r) + [""]
+
+
+def engines_section(r: dict) -> list[str]:
+    """`--part engines`: the two engines on the whole pool."""
+    t = r["times"]
+    return [
+        f"### (a) Pseudo-labeling, the local engine vs Ray on one machine "
+        f"({r['model']}, {r['image_size']} px, batch {r['batch_size']})",
+        "",
+        "| variant | images | time: median (min-max) | images/s |",
+        "| --- | --- | --- | --- |",
+        f"| `label_pools`, local engine | {r['n']} | {bc.spread(t['label_pools'])} | "
+        f"{r['n'] / bc.median(t['label_pools']):.1f} |",
+        f"| `label_pools(engine=\"ray\")`: Ray Data on a local Ray (2 CPUs) it starts and shuts down | {r['n']} | "
+        f"{bc.spread(t['ray'])} | {r['n'] / bc.median(t['ray']):.1f} |",
+        "",
+        *_ray_lines(r),
+        *_memory_lines(r),
+        "",
+    ]
+
+
+def _ray_lines(r: dict) -> list[str]:
+    """Ray against the local engine: the ratio and its goal, the files, and where the CPU went."""
+    within = bc.median(r["ray_pair_ratios"]) >= RAY_TARGET
+    cpu_local, cpu_ray = r["cpu_local"], r["cpu_ray"]
+    return [f"- Ray / local engine: {_pairs(r['ray_pair_ratios'])}; within {1 - RAY_TARGET:.0%} of the "
+            f"local engine (median pair >= {RAY_TARGET}): **{'met' if within else 'missed'}**; the same "
+            f"table, skipped list and summary byte for byte: **{r['same_files']}**",
+            f"- CPU seconds of a whole-pool call (mean over calls, from /proc every 0.2 s): the local engine "
+            f"{sum(cpu_local.values()):.0f} s ({_cpu_parts(cpu_local)}); Ray {sum(cpu_ray.values()):.0f} s "
+            f"({_cpu_parts(cpu_ray)}). Two cores give 2 CPU seconds a second to share between these processes."]
+
+
+def _cpu_parts(cpu: dict) -> str:
+    return ", ".join(f"{kind} {seconds:.0f}" for kind, seconds in cpu.items() if seconds >= 0.5) or "none measured"
+
+
+def _memory_lines(r: dict) -> list[str]:
+    ray = "ray_driver_mb" in r
+    return [
         f"- Peak memory, sampled every 0.2 s during the timed runs: the driver, labeling with the local engine, "
         f"{r['driver_mb']:.0f} MB"
         + (f"; with Ray, the driver {r['ray_driver_mb']:.0f} MB, the largest Ray process (a worker) "
@@ -324,9 +429,7 @@ def labeling_section(r: dict) -> list[str]:
            "the same bytes to read and decode as a pool that large"] if r["distinct_files"] < r["n"] else []),
         f"- The {r['n']} JPEGs are in the OS page cache after the first repetition (reading from a cold disk is "
         f"`bench_scale.py`'s business); the table's sha256 column is hashed from the bytes read for decoding.",
-        "",
     ]
-    return lines
 
 
 def _marginal_line(engine: str, rates: dict) -> str:
@@ -501,7 +604,7 @@ def main(argv=None):
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
-        if args.part in ("both", "labeling"):
+        if args.part in ("both", "labeling", "engines"):
             results["labeling"] = bench_labeling(args, Path(tmp) / "labeling")
         if args.part in ("both", "student"):
             results["student"] = bench_student(args, Path(tmp))
@@ -515,7 +618,7 @@ def main(argv=None):
     )
     lines += bc.quick_note(args.quick)
     for result in results.get("labeling", []):
-        lines += labeling_section(result)
+        lines += engines_section(result) if args.part == "engines" else labeling_section(result)
     if "student" in results:
         lines += student_section(results["student"])
     if "ray_startup" in results:

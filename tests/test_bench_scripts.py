@@ -79,6 +79,68 @@ def test_memory_sampler_sees_this_process_and_its_children():
     assert memory.driver_mb == pytest.approx(bc.current_rss_mb(), rel=0.5)
 
 
+def test_memory_sampler_adds_up_the_cpu_each_process_spent_inside_the_block(tmp_path):
+    """CPU seconds by process title: a child's CPU from before the block is not counted, one born
+    inside is, and so is this process's own ("driver"); a second entry adds to the first."""
+    import time
+
+    spin = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < float(sys.argv[1]): pass\n"
+    (tmp_path / "spun_before.py").write_text(spin + "time.sleep(4)\n")
+    (tmp_path / "spun_inside.py").write_text(spin)
+    before = subprocess.Popen([sys.executable, str(tmp_path / "spun_before.py"), "1.0"])
+    try:
+        time.sleep(1.8)    # its second of CPU is spent before the block
+        sampler = bc.MemorySampler(interval=0.05)
+        with sampler:
+            inside = subprocess.Popen([sys.executable, str(tmp_path / "spun_inside.py"), "0.8"])
+            inside.wait()
+            t = time.process_time()
+            while time.process_time() - t < 0.3:
+                pass
+    finally:
+        before.kill()
+        before.wait()
+    assert sampler.cpu_s["spun_inside.py"] >= 0.7
+    assert sampler.cpu_s.get("spun_before.py", 0.0) < 0.3
+    assert 0.25 <= sampler.cpu_s["driver"] < 1.5
+    with sampler:
+        t = time.process_time()
+        while time.process_time() - t < 0.3:
+            pass
+    assert sampler.entries == 2 and sampler.cpu_s["driver"] >= 0.55
+
+
+def test_cpu_by_kind_sorts_ray_processes_and_averages_over_calls():
+    import bench_pipeline
+
+    sampler = bc.MemorySampler()
+    sampler.entries = 2
+    sampler.cpu_s = {"driver": 20.0, "ray::MapWorker(MapBatches(_Predictor))": 700.0, "ray::IDLE": 6.0,
+                     "ray::Map(_decode_row)": 4.0, "raylet": 3.0, "ray::_StatsActor": 5.0, "gcs_server": 2.0}
+    assert bench_pipeline.cpu_by_kind(sampler) == {"driver": 10.0, "model actors": 350.0, "decode workers": 5.0,
+                                                   "Ray's own processes": 5.0}
+
+
+def test_engines_section_reports_the_ratio_goal_and_where_the_cpu_went():
+    import bench_pipeline
+
+    cpu_local = {"driver": 750.0, "model actors": 0.0, "decode workers": 0.0, "Ray's own processes": 0.0}
+    cpu_ray = {"driver": 47.0, "model actors": 731.0, "decode workers": 55.0, "Ray's own processes": 50.0}
+    result = {"n": 20000, "distinct_files": 20000, "batch_size": 64, "image_size": 224, "model": "m",
+              "times": {"label_pools": [400.0, 410.0], "ray": [480.0, 470.0]}, "ray_pair_ratios": [400 / 480, 410 / 470],
+              "same_files": "yes", "driver_mb": 900.0, "ray_driver_mb": 500.0, "ray_worker_mb": 1500.0,
+              "ray_all_mb": 3000.0, "cpu_local": cpu_local, "cpu_ray": cpu_ray}
+    text = "\n".join(bench_pipeline.engines_section(result))
+    assert "within 10% of the local engine (median pair >= 0.9): **missed**" in text
+    assert "the local engine 750 s (driver 750); Ray 883 s (driver 47, model actors 731, decode workers 55, " \
+           "Ray's own processes 50)" in text
+    assert "| 20000 | 405.00 s (400.00-410.00) | 49.4 |" in text and "| 20000 | 475.00 s (470.00-480.00) | 42.1 |" in text
+    result["ray_pair_ratios"] = [0.95, 0.92]
+    assert "**met**" in "\n".join(bench_pipeline.engines_section(result))
+    with pytest.raises(SystemExit):
+        bench_pipeline.parse_args(["--part", "engines", "--no-ray"])
+
+
 def test_bench_pool_mixes_real_files_and_repeats_them_under_new_names_beyond(tmp_path):
     import bench_pipeline
 
