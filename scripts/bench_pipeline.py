@@ -4,6 +4,7 @@
     python scripts/bench_pipeline.py --quick --out /tmp/bench.md
     python scripts/bench_pipeline.py --part labeling --images 4096 --repeats 5
     python scripts/bench_pipeline.py --part labeling --images 1000 --reps 2 --no-ray
+    python scripts/bench_pipeline.py --part engines --images 20000 --repeats 2
     python scripts/bench_pipeline.py --part ray-startup --repeats 3
 
 Both parts time, in ONE process and alternating the variants in a balanced order (A B, B A,
@@ -28,6 +29,12 @@ A B ...) so drift hits both alike, the real pipeline against the same model fed 
     batch gives the fixed cost of one call (pipeline set-up, file handling; Ray's start-up), so the
     marginal throughput of large pools can be reported too. Targets: end-to-end / model >= 0.95
     on the median pair, >= 0.85 on the worst; Ray / local >= 0.90 (within 10%) on the median pair.
+
+    `--part engines` times the two engines alone on the whole pool (the model alone, the core
+    loop and the one-batch calls left out: at 20k images a pair of calls takes a quarter of an
+    hour here). With Ray, `--part labeling` and `--part engines` add up the CPU seconds of each process during a whole-pool
+    call (the driver, the model actors, the decode workers, Ray's own processes): where Ray's
+    time goes on a machine it shares with the model.
 
 (b) Student training: `NoisyStudent.fit` for K steps from the real input pipeline, built exactly
     as `students.train_student` builds it (labeled + pseudo-labeled batches side by side,
