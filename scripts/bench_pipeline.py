@@ -32,9 +32,9 @@ A B ...) so drift hits both alike, the real pipeline against the same model fed 
 
     `--part engines` times the two engines alone on the whole pool (the model alone, the core
     loop and the one-batch calls left out: at 20k images a pair of calls takes a quarter of an
-    hour here). With Ray, `--part labeling` and `--part engines` add up the CPU seconds of each process during a whole-pool
-    call (the driver, the model actors, the decode workers, Ray's own processes): where Ray's
-    time goes on a machine it shares with the model.
+    hour here). With Ray, `--part labeling` and `--part engines` add up the CPU seconds of each
+    process during a whole-pool call (the driver, the model actors, the decode workers, Ray's
+    own processes): where Ray's time goes on a machine it shares with the model.
 
 (b) Student training: `NoisyStudent.fit` for K steps from the real input pipeline, built exactly
     as `students.train_student` builds it (labeled + pseudo-labeled batches side by side,
