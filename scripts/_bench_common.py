@@ -283,9 +283,10 @@ class MemorySampler:
     of all descendants together (`descendants_mb`). One sampler can be entered several times;
     the peaks are over all of them.
 
-    It also adds up the CPU seconds each process spent in the block (`cpu_s`, keyed by process
-    title: "driver" for this process, else the first word of the command line, which Ray sets to
-    what the worker is running, e.g. "ray::MapWorker(...)"), summed over every entry (`entries`).
+    It also adds up the CPU seconds each process spent in the block (`cpu_s`, keyed by "driver"
+    for this process, else by what `_title` says the process is: the title Ray gives a worker,
+    e.g. "ray::MapWorker(...)", or the script a Python process runs), summed over every entry
+    (`entries`).
     A process that ends between two samples loses at most its last `interval`."""
 
     def __init__(self, interval: float = 0.2):
@@ -373,12 +374,14 @@ def _title(pid: int) -> str:
         return ""
     first = words[0].split(" ")[0]   # a title Ray set may hold spaces in one word
     name = first if first.startswith("ray::") else Path(first).name
-    if name.startswith("python") and len(words) > 1:
-        if words[1] in ("-c", "-m"):
-            return f"{name} {words[1]} {words[2][:20] if words[1] == '-m' and len(words) > 2 else ''}".strip()
-        script = next((w for w in words[1:] if not w.startswith("-")), None)
-        return Path(script).name if script else name
-    return name
+    if not name.startswith("python") or len(words) < 2:
+        return name
+    if words[1] == "-c":
+        return f"{name} -c"
+    if words[1] == "-m" and len(words) > 2:
+        return f"{name} -m {words[2]}"
+    script = next((w for w in words[1:] if not w.startswith("-")), None)
+    return Path(script).name if script else name
 
 
 def _rss_mb(pid: int) -> float:
