@@ -188,6 +188,7 @@ class LabelingCalls:
         """Without labeling the whole pool once more per variant (at 20k images that alone is most
         of an hour here): every file read once (the OS page cache, as a second pass finds it), then
         the local engine on one batch (the forward traced)."""
+        bc.log(f"(a) {len(self.pool.images)} images: warming up (reading the files once; label_pools on one batch)")
         for path in self.pool.images:
             path.read_bytes()
         self.variant(whole=False)()
@@ -225,7 +226,6 @@ def bench_labeling_size(args, n: int, all_paths: list[Path], workdir: Path, *, m
         # Ray and shuts it down, so its start-up counts and no idle Ray slows the other variants
         # (on two cores an idle local Ray slowed the local engine by a fifth, 2026-12-03).
         variants.update(ray=calls.variant("ray"), ray_one_batch=calls.variant("ray", whole=False))
-    bc.log(f"(a) {n} images: warming up (reading the files once; label_pools on one batch)")
     calls.warm_up()
     predict(batches[0]).numpy()
     bc.log(f"(a) timing: {', '.join(variants)} on {n} images ({bs} for one batch); {args.repeats} repetitions "
@@ -256,7 +256,6 @@ def bench_engines_size(args, n: int, all_paths: list[Path], workdir: Path, *, mo
     paths, distinct_files = bench_pool(all_paths, n, workdir / "pool")
     calls = LabelingCalls(model, paths, args.data if distinct_files == n else paths[0].parent, workdir,
                           batch_size=args.batch_size, model_file=model_file, class_names=class_names)
-    bc.log(f"(a) {n} images: warming up (reading the files once; label_pools on one batch)")
     calls.warm_up()
     bc.log(f"(a) timing the local engine and Ray on {n} images; {args.repeats} repetitions each, alternated")
     times = bc.alternate({"label_pools": calls.variant(), "ray": calls.variant("ray")}, args.repeats)
