@@ -84,15 +84,19 @@ def test_memory_sampler_adds_up_the_cpu_each_process_spent_inside_the_block(tmp_
     inside is, and so is this process's own ("driver"); a second entry adds to the first."""
     import time
 
-    spin = "import sys, time\nt = time.process_time()\nwhile time.process_time() - t < float(sys.argv[1]): pass\n"
-    (tmp_path / "spun_before.py").write_text(spin + "time.sleep(4)\n")
+    # Each child spins for argv[1] CPU seconds, then says so in a file and idles a little, so the
+    # sampler reads its CPU after the spin (no timing assumption about a loaded machine).
+    spin = ("import pathlib, sys, time\nt = time.process_time()\nwhile time.process_time() - t < float(sys.argv[1]): pass\n"
+            "pathlib.Path(sys.argv[2]).touch()\ntime.sleep(float(sys.argv[3]))\n")
+    (tmp_path / "spun_before.py").write_text(spin)
     (tmp_path / "spun_inside.py").write_text(spin)
-    before = subprocess.Popen([sys.executable, str(tmp_path / "spun_before.py"), "1.0"])
+    before = subprocess.Popen([sys.executable, str(tmp_path / "spun_before.py"), "1.0", str(tmp_path / "b"), "30"])
     try:
-        time.sleep(1.8)    # its second of CPU is spent before the block
+        while not (tmp_path / "b").exists():   # its second of CPU is spent before the block
+            time.sleep(0.05)
         sampler = bc.MemorySampler(interval=0.05)
         with sampler:
-            inside = subprocess.Popen([sys.executable, str(tmp_path / "spun_inside.py"), "0.8"])
+            inside = subprocess.Popen([sys.executable, str(tmp_path / "spun_inside.py"), "0.8", str(tmp_path / "i"), "0.5"])
             inside.wait()
             t = time.process_time()
             while time.process_time() - t < 0.3:
